@@ -1,0 +1,31 @@
+/* cli.h — what the subcommands share: the command table entry points, exit
+ * codes, and small helpers for messages and options. Each subcommand lives in
+ * its own file (cmd_<name>.c) and is registered in main.c. */
+#ifndef MP_CLI_H
+#define MP_CLI_H
+
+#include <stdio.h>
+
+#include "moeprune.h"
+
+/* Exit codes (style.md): success, failure, usage error, interrupted. */
+enum { MP_EXIT_OK = 0, MP_EXIT_FAIL = 1, MP_EXIT_USAGE = 2, MP_EXIT_INTERRUPTED = 130 };
+
+int cmd_inspect(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_vocab(int argc, char **argv);
+
+/* Prints "moeprune CMD: MESSAGE" for a failed status and returns MP_EXIT_FAIL. */
+int cli_fail(const char *cmd, const mp_err *err);
+/* Prints a usage error plus a pointer to --help and returns MP_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Parses a non-negative integer option value; false (after a usage message)
+ * when it is not a number in [min, max]. */
+int cli_parse_int(const char *cmd, const char *opt, const char *val, long long min,
+                  long long max, long long *out);
+
+#endif

@@ -1,0 +1,75 @@
+/* main.c — `moeprune <command> [options] <args>`: dispatches to one file per
+ * subcommand (cmd_*.c). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"inspect", cmd_inspect, "show a GGUF file: hyper-parameters, tensors, MoE summary"},
+    {"synth", cmd_synth, "write a random-weight model with a real architecture's layout"},
+    {"vocab", cmd_vocab, "extract a vocabulary-only GGUF from a model"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: moeprune <command> [options] <args>\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n`moeprune <command> --help` describes each command.\n");
+}
+
+int cli_fail(const char *cmd, const mp_err *err) {
+    fprintf(stderr, "moeprune %s: %s\n", cmd, err->msg[0] ? err->msg : mp_status_name(err->status));
+    return MP_EXIT_FAIL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "moeprune %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n(see `moeprune %s --help`)\n", cmd);
+    return MP_EXIT_USAGE;
+}
+
+int cli_parse_int(const char *cmd, const char *opt, const char *val, long long min,
+                  long long max, long long *out) {
+    char *end;
+    errno = 0;
+    long long v = strtoll(val, &end, 0);
+    if (errno || end == val || *end || v < min || v > max) {
+        cli_usage_error(cmd, "%s: '%s' is not an integer in %lld..%lld", opt, val, min, max);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return MP_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return MP_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("moeprune 0.1.0\n");
+        return MP_EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "moeprune: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return MP_EXIT_USAGE;
+}

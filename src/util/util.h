@@ -1,0 +1,80 @@
+/* util.h — internal helpers shared by every component: error formatting,
+ * checked arithmetic, little-endian loads and stores, file helpers. */
+#ifndef MP_UTIL_H
+#define MP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "moeprune.h"
+
+#define MP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline uint16_t mp_load_u16(const void *p) {
+    const uint8_t *b = p;
+    return (uint16_t)(b[0] | (b[1] << 8));
+}
+static inline uint32_t mp_load_u32(const void *p) {
+    const uint8_t *b = p;
+    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) |
+           ((uint32_t)b[3] << 24);
+}
+static inline uint64_t mp_load_u64(const void *p) {
+    const uint8_t *b = p;
+    return (uint64_t)mp_load_u32(b) | ((uint64_t)mp_load_u32(b + 4) << 32);
+}
+static inline float mp_load_f32(const void *p) {
+    uint32_t u = mp_load_u32(p);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline void mp_store_u16(void *p, uint16_t v) {
+    uint8_t *b = p;
+    b[0] = (uint8_t)v;
+    b[1] = (uint8_t)(v >> 8);
+}
+static inline void mp_store_u32(void *p, uint32_t v) {
+    uint8_t *b = p;
+    for (int i = 0; i < 4; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void mp_store_u64(void *p, uint64_t v) {
+    uint8_t *b = p;
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* a + b without wrapping; false on overflow. */
+static inline bool mp_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a > UINT64_MAX - b) return false;
+    *out = a + b;
+    return true;
+}
+static inline bool mp_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
+    if (a != 0 && b > UINT64_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+static inline uint64_t mp_align_up(uint64_t x, uint64_t a) {
+    return (x + a - 1) / a * a;
+}
+
+/* strdup through mp_malloc; NULL on allocation failure. */
+char *mp_strdup(const char *s);
+char *mp_strndup(const char *s, size_t n);
+
+/* A growable byte buffer (metadata serialization, JSON assembly). */
+typedef struct mp_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} mp_buf;
+bool mp_buf_reserve(mp_buf *b, size_t extra);
+bool mp_buf_append(mp_buf *b, const void *data, size_t len);
+void mp_buf_free(mp_buf *b);
+
+/* Copies the text of errno into a message-friendly string. */
+const char *mp_errno_str(int e);
+
+#endif
