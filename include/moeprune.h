@@ -337,6 +337,83 @@ mp_status mp_synth_write(const char *path, const mp_synth_params *p, mp_err *err
 mp_status mp_vocab_extract(const mp_gguf *src, const char *path, bool overwrite, mp_err *err);
 
 /* ------------------------------------------------------------------------ */
+/* Drop maps and expert surgery                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A drop map (design.md, "moeprune.dropmap/1"): per MoE layer, which of the
+ * layer's original experts are kept and which dropped, as sorted ids. */
+typedef struct mp_dropmap_layer {
+    int64_t layer;     /* block index */
+    int64_t n_keep;
+    int32_t *keep;     /* [n_keep], ascending */
+    int64_t n_drop;
+    int32_t *drop;     /* [n_drop], ascending */
+    double retained;   /* "retained" when given, else -1 */
+} mp_dropmap_layer;
+
+typedef struct mp_dropmap {
+    char *arch;            /* model.arch */
+    int64_t n_layer;       /* model.n_layer */
+    int64_t n_expert;      /* model.n_expert (experts per layer of the base) */
+    int64_t n_expert_used; /* model.n_expert_used */
+    char *sha256;          /* model.sha256, or NULL */
+    char *method;          /* method.name, or NULL */
+    char *method_params;   /* method.params as compact JSON text, or NULL */
+    int64_t n_layers;      /* entries in layers[] */
+    mp_dropmap_layer *layers; /* ascending by layer */
+} mp_dropmap;
+
+/* Parses a drop map from JSON text; `name` is used in messages. Checks the
+ * map's own consistency (format tag, ids in range, keep and drop disjoint and
+ * together covering 0..n_expert-1, no layer twice). Free with mp_dropmap_free. */
+mp_status mp_dropmap_parse(mp_dropmap **out, const char *json, size_t len, const char *name,
+                           mp_err *err);
+mp_status mp_dropmap_load(mp_dropmap **out, const char *path, mp_err *err);
+void mp_dropmap_free(mp_dropmap *m);
+/* The map as JSON text (caller frees with mp_free). */
+char *mp_dropmap_to_json(const mp_dropmap *m, bool pretty);
+/* Writes the map atomically (temp file + rename). */
+mp_status mp_dropmap_save(const mp_dropmap *m, const char *path, bool overwrite, mp_err *err);
+/* Checks that the map fits the model: architecture, layer count, every MoE
+ * layer present with the model's expert count, at least n_expert_used kept. */
+mp_status mp_dropmap_check(const mp_dropmap *m, const mp_gguf *model, mp_err *err);
+/* The layer's entry, or NULL. */
+const mp_dropmap_layer *mp_dropmap_find(const mp_dropmap *m, int64_t layer);
+
+typedef enum mp_prune_mode {
+    MP_PRUNE_REMOVE = 0, /* slice the dropped experts out */
+    MP_PRUNE_ZERO,       /* keep shapes, zero their weights and router rows, record a mask */
+    MP_PRUNE_MODE_COUNT
+} mp_prune_mode;
+
+typedef enum mp_prune_target {
+    MP_TARGET_AUTO = 0,  /* llama.cpp for uniform maps, moeprune otherwise */
+    MP_TARGET_LLAMA_CPP, /* one expert count for all layers (uniform maps only) */
+    MP_TARGET_MOEPRUNE,  /* per-layer expert counts in moeprune.expert_count_per_layer */
+    MP_TARGET_COUNT
+} mp_prune_target;
+
+typedef struct mp_prune_params {
+    mp_prune_mode mode;
+    mp_prune_target target;
+    bool overwrite;
+} mp_prune_params;
+
+/* Rewrites `in` without the map's dropped experts (byte copies of the kept
+ * expert slabs and router rows, any tensor type), records the map in the
+ * output's metadata (moeprune.dropmap, relative to the original base model
+ * when `in` was itself pruned) and renames the result into place only when
+ * complete. Memory use does not depend on the model size. */
+mp_status mp_prune_gguf(const char *in, const mp_dropmap *map, const char *out,
+                        const mp_prune_params *p, mp_err *err);
+/* Reads the drop map a pruned file records (moeprune.dropmap). */
+mp_status mp_dropmap_from_gguf(const mp_gguf *g, mp_dropmap **out, mp_err *err);
+
+/* Lets the OS drop `len` mapped bytes from memory (surgery streams through
+ * files far larger than RAM; this keeps the resident set small). */
+void mp_gguf_release(const mp_gguf *g, const void *ptr, size_t len);
+
+/* ------------------------------------------------------------------------ */
 /* Files                                                                    */
 /* ------------------------------------------------------------------------ */
 

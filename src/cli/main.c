@@ -17,6 +17,7 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "show a GGUF file: hyper-parameters, tensors, MoE summary"},
     {"synth", cmd_synth, "write a random-weight model with a real architecture's layout"},
     {"vocab", cmd_vocab, "extract a vocabulary-only GGUF from a model"},
+    {"prune", cmd_prune, "remove (or zero) the experts a drop map drops"},
 };
 
 static void usage(FILE *f) {

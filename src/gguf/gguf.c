@@ -719,3 +719,12 @@ mp_status mp_gguf_key_strdup(const mp_gguf *g, const char *key, char **out, mp_e
     *out = d;
     return MP_OK;
 }
+
+void mp_gguf_release(const mp_gguf *g, const void *ptr, size_t len) {
+    if (!g->mapped || len == 0) return;
+    /* only whole pages inside the range may be dropped */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)ptr + page - 1) / page * page;
+    uintptr_t b = ((uintptr_t)ptr + len) / page * page;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}

@@ -74,6 +74,11 @@ bool mp_buf_reserve(mp_buf *b, size_t extra);
 bool mp_buf_append(mp_buf *b, const void *data, size_t len);
 void mp_buf_free(mp_buf *b);
 
+/* Writes len bytes to path atomically: a temporary file in the same folder,
+ * fsync, rename. Refuses an existing path unless overwrite. */
+mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, bool overwrite,
+                               mp_err *err);
+
 /* Copies the text of errno into a message-friendly string. */
 const char *mp_errno_str(int e);
 
