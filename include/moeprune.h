@@ -414,6 +414,94 @@ mp_status mp_dropmap_from_gguf(const mp_gguf *g, mp_dropmap **out, mp_err *err);
 void mp_gguf_release(const mp_gguf *g, const void *ptr, size_t len);
 
 /* ------------------------------------------------------------------------ */
+/* Expert statistics (profile output) and plans                             */
+/* ------------------------------------------------------------------------ */
+
+/* One MoE layer's statistics for one class of text. Arrays are [k][n_expert]
+ * (rank-major: rank 0 = the router's first choice) or [n_expert]. Sums are
+ * kept in double: counts stay exact up to 2^53. */
+typedef struct mp_stats_cell {
+    double *count;      /* [k][n_expert] selections per rank */
+    double *weight_sum; /* [k][n_expert] router weight (after renormalisation) per rank */
+    double *contrib;    /* [n_expert] sum over routed tokens of ||g * E(x)||_2 */
+    double *contrib_sq; /* [n_expert] sum of its squares */
+} mp_stats_cell;
+
+typedef struct mp_stats {
+    char *arch;            /* source model's architecture */
+    char *model_name;      /* source model's general.name ("" if none) */
+    char *model_sha256;    /* hex sha256 of the source file ("" if not computed) */
+    int64_t n_layer;
+    int64_t n_expert_used; /* k */
+    int64_t *n_expert;     /* [n_layer]; 0 for dense layers */
+    int64_t n_class;       /* >= 1; a profile without classes has one, "all" */
+    char **classes;        /* [n_class] */
+    double *class_tokens;  /* [n_class] tokens profiled per class */
+    mp_stats_cell *cells;  /* [n_layer][n_class]; NULL arrays for dense layers */
+} mp_stats;
+
+/* An empty (all-zero) stats object for a model layout. n_expert[l] = 0 marks
+ * a dense layer. Free with mp_stats_free. */
+mp_status mp_stats_create(mp_stats **out, const char *arch, int64_t n_layer,
+                          const int64_t *n_expert, int64_t n_expert_used,
+                          const char *const *classes, int64_t n_class, mp_err *err);
+void mp_stats_free(mp_stats *s);
+const mp_stats_cell *mp_stats_cell_at(const mp_stats *s, int64_t layer, int64_t cls);
+/* Class index by name, or -1. */
+int64_t mp_stats_find_class(const mp_stats *s, const char *name);
+/* Stats files are GGUF containers (design.md); save is atomic. */
+mp_status mp_stats_save(const mp_stats *s, const char *path, bool overwrite, mp_err *err);
+mp_status mp_stats_load(mp_stats **out, const char *path, mp_err *err);
+/* dst += src: same model (arch, sha256 when both have one, layout, k);
+ * classes are matched by name and added to dst when new. */
+mp_status mp_stats_merge(mp_stats *dst, const mp_stats *src, mp_err *err);
+
+/* Recipes that turn statistics into a keep-set per layer (issue 7). */
+typedef enum mp_plan_method {
+    MP_PLAN_FREQUENCY = 0, /* selections at any rank */
+    MP_PLAN_UTILITY,       /* sum_k count_k/N * mean router weight at rank k */
+    MP_PLAN_CONTRIBUTION,  /* summed ||g * E(x)|| */
+    MP_PLAN_MULTICLASS,    /* max over classes of the per-layer-normalised contribution */
+    MP_PLAN_REAP,          /* mean of g * ||E(x)|| over routed tokens */
+    MP_PLAN_METHOD_COUNT
+} mp_plan_method;
+
+const char *mp_plan_method_name(int m);
+int mp_plan_method_from_name(const char *name); /* -1 if unknown */
+
+typedef enum mp_plan_budget {
+    MP_BUDGET_UNIFORM = 0,   /* keep `keep` experts in every layer */
+    MP_BUDGET_RETAIN,        /* smallest uniform K such that every layer keeps >= retain
+                                of its total score */
+    MP_BUDGET_RETAIN_LAYER,  /* per layer, the smallest K reaching retain */
+    MP_BUDGET_GLOBAL,        /* keep * n_moe_layers experts in all, spread by normalised score */
+    MP_BUDGET_COUNT
+} mp_plan_budget;
+
+typedef struct mp_plan_params {
+    mp_plan_method method;
+    mp_plan_budget budget;
+    int64_t keep;                /* UNIFORM, GLOBAL: experts per layer (average for GLOBAL) */
+    double retain;               /* RETAIN*: share in (0, 1] */
+    const char *const *classes;  /* classes to use (NULL: all) */
+    int64_t n_classes;
+    bool whitelist;              /* utility: always keep experts of average rank < 2 with
+                                    at least 10 selections */
+    const char *reasoning_class; /* utility: swap in this class's top experts ... */
+    int64_t max_swaps;           /* ... at most this many per layer */
+} mp_plan_params;
+
+/* The method's score of every expert of `layer` (score[n_expert], higher is
+ * more important), from the selected classes. */
+mp_status mp_plan_scores(const mp_stats *s, const mp_plan_params *p, int64_t layer,
+                         double *score, mp_err *err);
+/* Builds the drop map. Ties in score are broken by the lower expert id; no
+ * layer keeps fewer than n_expert_used experts. Each layer's `retained` is
+ * its kept share of the method's score. */
+mp_status mp_plan_make(const mp_stats *s, const mp_plan_params *p, mp_dropmap **out,
+                       mp_err *err);
+
+/* ------------------------------------------------------------------------ */
 /* Files                                                                    */
 /* ------------------------------------------------------------------------ */
 

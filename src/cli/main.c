@@ -17,6 +17,8 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "show a GGUF file: hyper-parameters, tensors, MoE summary"},
     {"synth", cmd_synth, "write a random-weight model with a real architecture's layout"},
     {"vocab", cmd_vocab, "extract a vocabulary-only GGUF from a model"},
+    {"stats", cmd_stats, "merge profile shards, show what a stats file says"},
+    {"plan", cmd_plan, "turn expert statistics into a drop map"},
     {"prune", cmd_prune, "remove (or zero) the experts a drop map drops"},
 };
 
