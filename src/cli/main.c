@@ -1,11 +1,14 @@
 /* main.c — `moeprune <command> [options] <args>`: dispatches to one file per
  * subcommand (cmd_*.c). */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "util/util.h"
 
 typedef struct command {
     const char *name;
@@ -57,7 +60,19 @@ int cli_parse_int(const char *cmd, const char *opt, const char *val, long long m
     return 1;
 }
 
+/* Ctrl-C or a kill removes the outputs being written (they are temporary files
+ * until complete), then exits 128 + signal: 130 for SIGINT. */
+static void on_signal(int sig) {
+    mp_tempfiles_remove_all();
+    _exit(128 + sig);
+}
+
 int main(int argc, char **argv) {
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     if (argc < 2) {
         usage(stderr);
         return MP_EXIT_USAGE;

@@ -45,6 +45,7 @@ struct mp_gguf_writer {
     int64_t cur;        /* tensor being written */
     uint64_t cur_done;  /* its bytes written so far */
     bool failed;        /* an I/O error happened: refuse to finish */
+    int tmp_slot;       /* registration in the temp-file registry (-1: none) */
 };
 
 static mp_status io_error(mp_gguf_writer *w, mp_err *err, const char *what) {
@@ -60,6 +61,7 @@ mp_status mp_gguf_writer_open(mp_gguf_writer **out, const char *path, bool overw
     mp_gguf_writer *w = mp_calloc(1, sizeof *w);
     if (!w) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
     w->alignment = MP_GGUF_DEFAULT_ALIGNMENT;
+    w->tmp_slot = -1;
     w->path = mp_strdup(path);
     char *dcopy = mp_strdup(path), *bcopy = mp_strdup(path);
     mp_status s = MP_OK;
@@ -75,6 +77,7 @@ mp_status mp_gguf_writer_open(mp_gguf_writer **out, const char *path, bool overw
     }
     snprintf(w->tmp_path, n, "%s/.%s.XXXXXX", dir, base);
     int fd = mkstemp(w->tmp_path);
+    w->tmp_slot = fd >= 0 ? mp_tempfile_register(w->tmp_path) : -1;
     if (fd < 0) {
         s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path,
                        dir, strerror(errno));
@@ -103,6 +106,7 @@ void mp_gguf_writer_free(mp_gguf_writer *w) {
     if (!w) return;
     if (w->f) fclose(w->f);
     if (w->tmp_path) unlink(w->tmp_path);
+    mp_tempfile_unregister(w->tmp_slot);
     for (int64_t i = 0; i < w->n_kv; i++) mp_free(w->keys[i]);
     for (int64_t i = 0; i < w->n_tensors; i++) mp_free(w->tensors[i].name);
     mp_free(w->keys);
@@ -433,6 +437,8 @@ mp_status mp_gguf_writer_finish(mp_gguf_writer *w, mp_err *err) {
         return mp_err_set(err, MP_ERR_CHECK, "%s: written file does not match what was declared",
                           w->path);
     if (rename(w->tmp_path, w->path) != 0) return io_error(w, err, "rename");
+    mp_tempfile_unregister(w->tmp_slot);
+    w->tmp_slot = -1;
     mp_free(w->tmp_path);
     w->tmp_path = NULL;
     return MP_OK;

@@ -24,6 +24,7 @@ mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, b
     char *dcopy = mp_strdup(path), *bcopy = mp_strdup(path), *tmp = NULL;
     mp_status s = MP_OK;
     int fd = -1;
+    int slot = -1;
     if (!dcopy || !bcopy) {
         s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
         goto done;
@@ -42,6 +43,7 @@ mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, b
         tmp = NULL;
         goto done;
     }
+    slot = mp_tempfile_register(tmp);
     fchmod(fd, 0644);
     const char *p = data;
     while (len > 0) {
@@ -72,6 +74,7 @@ done:
         unlink(tmp);
         mp_free(tmp);
     }
+    mp_tempfile_unregister(slot);
     mp_free(dcopy);
     mp_free(bcopy);
     return s;

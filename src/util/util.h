@@ -79,6 +79,13 @@ void mp_buf_free(mp_buf *b);
 mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, bool overwrite,
                                mp_err *err);
 
+/* Registry of temporary outputs (tempfiles.c): register returns a slot (or -1),
+ * unregister frees it once the file is renamed or removed; remove_all is
+ * async-signal-safe and meant for the CLI's SIGINT/SIGTERM handler. */
+int mp_tempfile_register(const char *path);
+void mp_tempfile_unregister(int slot);
+void mp_tempfiles_remove_all(void);
+
 /* Copies the text of errno into a message-friendly string. */
 const char *mp_errno_str(int e);
 
