@@ -414,6 +414,472 @@ mp_status mp_dropmap_from_gguf(const mp_gguf *g, mp_dropmap **out, mp_err *err);
 void mp_gguf_release(const mp_gguf *g, const void *ptr, size_t len);
 
 /* ------------------------------------------------------------------------ */
+/* Tokenizer, chat and sampling                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A token id; MP_TOKEN_NULL means "none". */
+typedef int32_t mp_token;
+#define MP_TOKEN_NULL (-1)
+
+/* Vocabulary algorithms, chosen by tokenizer.ggml.model. */
+typedef enum mp_vocab_kind {
+    MP_VOCAB_SPM_BPE = 0, /* "gemma4": SentencePiece-style BPE over raw UTF-8: spaces
+                             become U+2581, pairs merge by tokenizer.ggml.merges rank,
+                             unknown pieces fall back to <0xHH> byte tokens */
+    MP_VOCAB_GPT2_BPE,    /* "gpt2" (Qwen and others): byte-level BPE behind a regex
+                             pre-tokenizer. Recognised; loading one is
+                             MP_ERR_UNSUPPORTED until it is implemented */
+    MP_VOCAB_KIND_COUNT
+} mp_vocab_kind;
+
+/* "spm-bpe", "gpt2-bpe"; "?" for invalid values. */
+const char *mp_vocab_kind_name(int kind);
+
+/* Token types as GGUF stores them (tokenizer.ggml.token_type). */
+typedef enum mp_token_type {
+    MP_TOKEN_TYPE_UNDEFINED = 0,
+    MP_TOKEN_TYPE_NORMAL = 1,
+    MP_TOKEN_TYPE_UNKNOWN = 2,
+    MP_TOKEN_TYPE_CONTROL = 3,      /* <bos>, <|turn>: read from text only on request,
+                                       rendered only on request */
+    MP_TOKEN_TYPE_USER_DEFINED = 4, /* <|channel>: always read from text, always rendered */
+    MP_TOKEN_TYPE_UNUSED = 5,
+    MP_TOKEN_TYPE_BYTE = 6,         /* <0xHH>: one raw byte */
+    MP_TOKEN_TYPE_COUNT
+} mp_token_type;
+
+/* "NORMAL", "CONTROL", ...; "?" for invalid values. */
+const char *mp_token_type_name(int type);
+
+typedef struct mp_vocab mp_vocab;
+
+/* Ids a vocabulary names (MP_TOKEN_NULL when the file has none). */
+typedef struct mp_vocab_special {
+    mp_token bos, eos, unk, pad; /* tokenizer.ggml.{bos,eos,unknown,padding}_token_id */
+    bool add_bos;                /* prompts start with BOS (tokenizer.ggml.add_bos_token;
+                                    always true for gemma4, as llama.cpp forces it) */
+} mp_vocab_special;
+
+/* Builds a tokenizer from the tokenizer.* metadata of `g`. Everything needed
+ * is copied: `g` may be freed afterwards. MP_ERR_UNSUPPORTED for a vocabulary
+ * kind not implemented (the message names it), MP_ERR_FORMAT for malformed
+ * keys (wrong types, lengths that disagree, ids out of range). Loading the
+ * 262,144-token Gemma 4 vocabulary with its 514,906 merges takes well under
+ * a second. Free with mp_vocab_free. */
+mp_status mp_vocab_load(mp_vocab **out, const mp_gguf *g, mp_err *err);
+/* mp_gguf_open + mp_vocab_load + mp_gguf_free. */
+mp_status mp_vocab_open(mp_vocab **out, const char *path, mp_err *err);
+void mp_vocab_free(mp_vocab *v);
+
+mp_vocab_kind mp_vocab_get_kind(const mp_vocab *v);
+int32_t mp_vocab_n_tokens(const mp_vocab *v);
+const mp_vocab_special *mp_vocab_specials(const mp_vocab *v); /* borrowed */
+/* A token's text as stored (U+2581 for spaces, "<0x41>" for byte tokens),
+ * borrowed until mp_vocab_free; NULL when id is out of range. Not
+ * NUL-terminated in general: use *len. */
+const char *mp_vocab_text(const mp_vocab *v, mp_token id, size_t *len);
+/* The type the file gives the token; MP_TOKEN_TYPE_UNDEFINED out of range. */
+mp_token_type mp_vocab_token_type(const mp_vocab *v, mp_token id);
+/* The id whose text is exactly text[0..len), or MP_TOKEN_NULL. */
+mp_token mp_vocab_find(const mp_vocab *v, const char *text, size_t len);
+/* End-of-generation tokens: EOS and the tokens named <eos>, <turn|>,
+ * <|tool_response>, <end_of_turn>, <|im_end|>, <|endoftext|>, <|eot_id|>,
+ * <|eom_id|> that the vocabulary has (looked up by text, as llama.cpp does). */
+bool mp_vocab_is_eog(const mp_vocab *v, mp_token id);
+size_t mp_vocab_eog_ids(const mp_vocab *v, const mp_token **ids); /* ascending, borrowed */
+/* tokenizer.chat_template (NUL-terminated, borrowed), or NULL when absent. */
+const char *mp_vocab_chat_template(const mp_vocab *v);
+
+/* --- encoding --- */
+
+typedef struct mp_tokenize_params {
+    bool add_bos;       /* prepend BOS (usually mp_vocab_specials(v)->add_bos) */
+    bool parse_special; /* text of CONTROL tokens ("<|turn>") becomes their ids;
+                           USER_DEFINED tokens ("<|channel>") always do */
+} mp_tokenize_params;
+
+/* Encodes len bytes of text as llama.cpp does for the vocabulary: special
+ * tokens split out first (longer texts before shorter ones), then BPE on the
+ * rest. Text need not be valid UTF-8: a byte that does not start a complete
+ * UTF-8 character is its own symbol and ends up as a <0xHH> byte token, so
+ * mp_detokenize gives back exactly the input (llama.cpp would replace such a
+ * byte by U+FFFD; valid UTF-8 tokenizes identically). *ids is allocated
+ * (free with mp_free) even when *n_ids is 0. The vocabulary is only read:
+ * several threads may tokenize with one vocabulary at once. */
+mp_status mp_tokenize(const mp_vocab *v, const char *text, size_t len, mp_tokenize_params p,
+                      mp_token **ids, size_t *n_ids, mp_err *err);
+
+/* --- decoding --- */
+
+/* The text a token stands for, borrowed until mp_vocab_free: NORMAL tokens
+ * with U+2581 turned back into spaces, USER_DEFINED tokens literally, BYTE
+ * tokens as their one raw byte, CONTROL and UNKNOWN tokens literally when
+ * `special` and as "" otherwise, UNUSED and UNDEFINED ones as "". NULL for an
+ * id out of range. Spaces are never cleaned up, so the pieces of
+ * mp_tokenize's output concatenate to its input. */
+const char *mp_vocab_piece(const mp_vocab *v, mp_token id, bool special, size_t *len);
+
+/* The concatenated pieces of ids[0..n), NUL-terminated for convenience
+ * (the text itself may hold NUL bytes: use *len). Free with mp_free.
+ * MP_ERR_ARG names the first id out of range. */
+mp_status mp_detokenize(const mp_vocab *v, const mp_token *ids, size_t n, bool special,
+                        char **out, size_t *len, mp_err *err);
+
+/* Streaming decoder for generated tokens: gives out text only in whole UTF-8
+ * characters, holding back the start of a character whose bytes come in
+ * later tokens. Bytes that can never form a character (a stray continuation
+ * byte, an overlong form, a surrogate, a truncated sequence followed by
+ * something else) are passed through raw or, with replace_invalid, become
+ * U+FFFD. With replace_invalid off, the concatenation of everything pushed
+ * and flushed equals mp_detokenize of the same ids. */
+typedef struct mp_detok mp_detok;
+mp_status mp_detok_init(mp_detok **out, const mp_vocab *v, bool special, bool replace_invalid,
+                        mp_err *err);
+void mp_detok_free(mp_detok *d);
+/* Adds one token; *text and *len receive the text that is complete now,
+ * borrowed until the next call on d. MP_ERR_ARG for an id out of range. */
+mp_status mp_detok_push(mp_detok *d, mp_token id, const char **text, size_t *len, mp_err *err);
+/* Ends the stream: whatever is held back comes out (as invalid bytes). */
+void mp_detok_flush(mp_detok *d, const char **text, size_t *len);
+void mp_detok_reset(mp_detok *d);
+
+/* --- chat format --- */
+
+typedef enum mp_chat_family {
+    MP_CHAT_GEMMA4 = 0, /* <|turn>role\n...<turn|>\n; thinking <|channel>thought\n...<channel|> */
+    MP_CHAT_CHATML,     /* <|im_start|>role\n...<|im_end|>\n (Qwen 3); thinking <think>...</think> */
+    MP_CHAT_FAMILY_COUNT
+} mp_chat_family;
+
+/* "gemma4", "chatml"; "?" for invalid values. */
+const char *mp_chat_family_name(int family);
+/* Family by name, case-sensitive; -1 if unknown. */
+int mp_chat_family_from_name(const char *name);
+
+/* Picks the chat format from the vocabulary's tokenizer.chat_template: a
+ * template using <|turn> is Gemma 4, one using <|im_start|> is ChatML. When
+ * the template is absent or matches neither, the vocabulary decides: a
+ * vocabulary with both <|turn> and <turn|> tokens is Gemma 4, one with
+ * <|im_start|> and <|im_end|> ChatML. Otherwise MP_ERR_UNSUPPORTED (the CLI
+ * lets the user name the format instead). */
+mp_status mp_chat_detect(const mp_vocab *v, mp_chat_family *out, mp_err *err);
+
+typedef enum mp_chat_role {
+    MP_CHAT_SYSTEM = 0,
+    MP_CHAT_USER,
+    MP_CHAT_ASSISTANT, /* rendered as "model" in Gemma 4 */
+    MP_CHAT_TOOL,      /* a tool's result, answering the assistant's call before it */
+    MP_CHAT_ROLE_COUNT
+} mp_chat_role;
+
+/* "system", "user", "assistant", "tool"; "?" for invalid values. */
+const char *mp_chat_role_name(int role);
+
+typedef struct mp_chat_msg {
+    mp_chat_role role;
+    const char *content;   /* UTF-8, NUL-terminated; NULL reads as "" */
+    const char *tool_name; /* ASSISTANT: the tool it calls (NULL: no call);
+                              TOOL: the tool that answered (NULL: the call's name) */
+    const char *tool_args; /* ASSISTANT with tool_name: the call's arguments, written
+                              verbatim (Gemma 4: inside call:NAME{...}; ChatML: the
+                              JSON "arguments" value); NULL reads as "" / {} */
+} mp_chat_msg;
+
+typedef struct mp_chat_params {
+    bool thinking;              /* let the model reason before answering */
+    bool add_generation_prompt; /* end by opening the model's turn */
+} mp_chat_params;
+
+/* Renders a conversation as prompt text, to be tokenized with add_bos and
+ * parse_special (the text does not contain BOS). Follows the family's
+ * published template for system, user, assistant and tool turns:
+ *  - Gemma 4: a leading system message is the system turn; with thinking,
+ *    "<|think|>\n" opens the system turn (created if needed). Without
+ *    thinking, the generation prompt is "<|turn>model\n<|channel>thought\n
+ *    <channel|>": a closed, empty thought block, which keeps pruned models
+ *    from reasoning in loops. Past assistant turns lose their thought blocks;
+ *    texts are trimmed of surrounding ASCII whitespace. A call is
+ *    <|tool_call>call:NAME{ARGS}<tool_call|>, its results
+ *    <|tool_response>response:NAME{value:<|"|>TEXT<|"|>}<tool_response|>,
+ *    and the model's turn stays open after them.
+ *  - ChatML: Qwen 3's layout; thinking off pre-fills "<think>\n\n</think>\n\n".
+ * *out is NUL-terminated; free with mp_free. MP_ERR_ARG for an invalid role
+ * or family, or a TOOL message that follows no assistant call (Gemma 4). */
+mp_status mp_chat_render(mp_chat_family family, const mp_chat_msg *msgs, size_t n,
+                         mp_chat_params p, char **out, size_t *len, mp_err *err);
+
+/* Texts of a family's thinking markers ("<|channel>", "<channel|>") and the
+ * token ids the vocabulary gives them (MP_TOKEN_NULL when a text is not one
+ * token). */
+typedef struct mp_chat_think {
+    const char *open;  /* starts a thinking block */
+    const char *close; /* ends it */
+    mp_token open_id, close_id;
+} mp_chat_think;
+mp_chat_think mp_chat_think_markers(mp_chat_family family, const mp_vocab *v);
+
+/* Streaming separator of the model's thinking from its answer: feed it the
+ * decoded text in any chunks; it calls emit with runs of text marked
+ * ANSWER or THINKING, never with part of a marker. The markers themselves,
+ * and Gemma 4's channel name line ("thought\n"), are dropped. */
+typedef enum mp_chat_part { MP_CHAT_ANSWER = 0, MP_CHAT_THINKING, MP_CHAT_PART_COUNT } mp_chat_part;
+typedef void (*mp_chat_emit)(void *user, mp_chat_part part, const char *text, size_t len);
+
+#define MP_THINK_SPLIT_HOLD 32
+typedef struct mp_think_split { /* fields are private; set up with mp_think_split_init */
+    mp_chat_family family;
+    int state;
+    size_t n_hold;
+    char hold[MP_THINK_SPLIT_HOLD];
+} mp_think_split;
+
+/* in_thinking: the prompt left the model inside a thinking block. */
+void mp_think_split_init(mp_think_split *s, mp_chat_family family, bool in_thinking);
+void mp_think_split_push(mp_think_split *s, const char *text, size_t len, mp_chat_emit emit,
+                         void *user);
+/* Ends the stream: text held back as a possible marker start is emitted. */
+void mp_think_split_flush(mp_think_split *s, mp_chat_emit emit, void *user);
+/* True while inside a thinking block. */
+bool mp_think_split_thinking(const mp_think_split *s);
+
+/* --- sampling --- */
+
+/* Explicit random state (xoshiro256**), so a seeded run repeats exactly. */
+typedef struct mp_rng {
+    uint64_t s[4];
+} mp_rng;
+void mp_rng_seed(mp_rng *r, uint64_t seed);
+uint64_t mp_rng_next(mp_rng *r);
+double mp_rng_uniform(mp_rng *r); /* [0, 1), 53 bits */
+
+/* Candidates: the steps below are pure functions over this array. */
+typedef struct mp_cand {
+    mp_token id;
+    float logit;
+    float p; /* probability, valid after mp_sample_softmax */
+} mp_cand;
+
+typedef struct mp_cands {
+    mp_cand *data; /* borrowed storage */
+    size_t n;
+    bool sorted; /* by logit, descending (ties: lower id first) */
+} mp_cands;
+
+/* Fills storage[0..n_vocab) from logits, in id order. */
+void mp_cands_init(mp_cands *c, mp_cand *storage, const float *logits, int32_t n_vocab);
+/* CTRL-style repetition penalty: every distinct id of last[0..n_last) has its
+ * logit divided by `penalty` when positive, multiplied when negative. */
+void mp_sample_repeat_penalty(mp_cands *c, const mp_token *last, size_t n_last, float penalty);
+/* Keeps the k highest logits (sorted afterwards); k <= 0 or >= n: no-op. */
+void mp_sample_top_k(mp_cands *c, int32_t k);
+/* Sorts and sets p = softmax(logit). */
+void mp_sample_softmax(mp_cands *c);
+/* Keeps the smallest prefix (by probability) whose mass reaches top_p, and at
+ * least min_keep; p >= 1: no-op. Probabilities are renormalised. */
+void mp_sample_top_p(mp_cands *c, float top_p, size_t min_keep);
+/* Keeps candidates with p >= min_p * p_max (at least min_keep); p <= 0: no-op. */
+void mp_sample_min_p(mp_cands *c, float min_p, size_t min_keep);
+/* Divides logits by t (> 0). */
+void mp_sample_temperature(mp_cands *c, float t);
+/* The highest logit (lowest id on ties). MP_TOKEN_NULL when empty. */
+mp_token mp_sample_greedy(const mp_cands *c);
+/* Draws from softmax(logit) with one mp_rng_uniform. */
+mp_token mp_sample_dist(mp_cands *c, mp_rng *rng);
+
+typedef struct mp_sampler_params {
+    float temperature;     /* <= 0: greedy (only the repetition penalty applies) */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* history length the penalty sees */
+    uint64_t seed;
+} mp_sampler_params;
+
+/* llama.cpp's defaults: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05,
+ * repeat penalty 1.0 over 64 tokens, seed 0. */
+mp_sampler_params mp_sampler_default_params(void);
+
+/* A sampling chain with its scratch allocated once: repetition penalty,
+ * top-k, top-p, min-p, temperature, draw (greedy when temperature <= 0). */
+typedef struct mp_sampler mp_sampler;
+mp_status mp_sampler_init(mp_sampler **out, int32_t n_vocab, const mp_sampler_params *p,
+                          mp_err *err);
+void mp_sampler_free(mp_sampler *s);
+/* Picks the next token from logits[0..n_vocab). Allocates nothing. */
+mp_token mp_sampler_sample(mp_sampler *s, const float *logits);
+/* Records a token (prompt or generated) in the repetition history. */
+void mp_sampler_accept(mp_sampler *s, mp_token id);
+/* Clears the history and reseeds the RNG with the seed it was built with. */
+void mp_sampler_reset(mp_sampler *s);
+
+/* --- generation control --- */
+
+typedef struct mp_gen_params {
+    int32_t max_tokens;       /* <= 0: no limit */
+    const char *const *stop;  /* stop strings (may be NULL when n_stop is 0) */
+    size_t n_stop;
+    int32_t reasoning_budget; /* < 0: unlimited; N: after N thinking tokens the
+                                 close marker is forced, then the answer follows */
+    mp_token think_open;      /* thinking markers (mp_chat_think_markers); */
+    mp_token think_close;     /* MP_TOKEN_NULL: no thinking tracking */
+    bool in_thinking;         /* the prompt left the model inside a thinking block */
+    bool special;             /* render CONTROL tokens in the text */
+} mp_gen_params;
+
+typedef enum mp_gen_status {
+    MP_GEN_CONTINUE = 0,
+    MP_GEN_EOG,         /* an end-of-generation token (not rendered) */
+    MP_GEN_STOP_STRING, /* a stop string appeared (not rendered, nor what follows) */
+    MP_GEN_MAX_TOKENS,
+    MP_GEN_STATUS_COUNT
+} mp_gen_status;
+
+/* "continue", "eog", "stop-string", "max-tokens"; "?" for invalid values. */
+const char *mp_gen_status_name(int status);
+
+/* Turns the stream of generated tokens into the text to show and the
+ * decision to stop. Text that could be the start of a stop string is held
+ * back until it is known not to be one; UTF-8 characters are never split. */
+typedef struct mp_gen mp_gen;
+mp_status mp_gen_init(mp_gen **out, const mp_vocab *v, const mp_gen_params *p, mp_err *err);
+void mp_gen_free(mp_gen *g);
+/* The token the caller must feed next instead of sampling (the reasoning
+ * budget is spent), or MP_TOKEN_NULL. */
+mp_token mp_gen_forced(const mp_gen *g);
+/* Feeds the token the model produced (sampled or forced). *text and *len get
+ * the text to show now, borrowed until the next call on g. An id out of
+ * range reads as an end of generation. */
+mp_gen_status mp_gen_push(mp_gen *g, mp_token id, const char **text, size_t *len);
+/* After the last push: the text still held back (none after a stop string). */
+void mp_gen_flush(mp_gen *g, const char **text, size_t *len);
+int32_t mp_gen_n_tokens(const mp_gen *g);   /* tokens pushed */
+int32_t mp_gen_n_thinking(const mp_gen *g); /* of which inside a thinking block */
+bool mp_gen_thinking(const mp_gen *g);      /* inside a thinking block now */
+
+/* ------------------------------------------------------------------------ */
+/* Engine (CPU inference)                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* A model ready to run: hyper-parameters and weights bound in place in the
+ * GGUF mapping (no dequantized copy). Read-only once loaded, so several
+ * contexts may share one model. Architectures: gemma4. */
+typedef struct mp_model mp_model;
+
+/* Opens `path` (mapped read-only) and binds it; the model owns the mapping. */
+mp_status mp_model_load(mp_model **out, const char *path, mp_err *err);
+/* Binds an already open file; g is borrowed and must outlive the model. */
+mp_status mp_model_from_gguf(mp_model **out, const mp_gguf *g, mp_err *err);
+void mp_model_free(mp_model *m);
+
+const char *mp_model_arch(const mp_model *m);      /* "gemma4" */
+int64_t mp_model_n_vocab(const mp_model *m);
+int64_t mp_model_n_embd(const mp_model *m);
+int64_t mp_model_n_layer(const mp_model *m);
+int64_t mp_model_n_expert_used(const mp_model *m); /* the file's top-k */
+/* Experts of layer l (from its tensors; 0 for a dense layer or l out of range). */
+int64_t mp_model_n_expert(const mp_model *m, int64_t layer);
+/* The open file the model is bound to (borrowed, valid while the model lives). */
+const mp_gguf *mp_model_gguf(const mp_model *m);
+
+typedef enum mp_kv_type {
+    MP_KV_F32 = 0,
+    MP_KV_F16,
+    MP_KV_TYPE_COUNT
+} mp_kv_type;
+const char *mp_kv_type_name(int t); /* "f32", "f16"; "?" otherwise */
+
+/* Options for mp_context_init, by value; start from mp_context_default_params. */
+typedef struct mp_context_params {
+    int64_t n_ctx;      /* positions the KV cache holds (default 4096) */
+    int64_t n_batch;    /* most tokens per forward step; longer evals are split
+                           (default 256) */
+    int n_threads;      /* worker threads including the caller; 0: all online CPUs */
+    mp_kv_type kv_type; /* KV cache element type (default F16) */
+} mp_context_params;
+
+mp_context_params mp_context_default_params(void);
+
+/* One sequence being run: KV cache, scratch, thread pool, expert masks and
+ * hooks. Everything is allocated here; evaluation allocates nothing. Not
+ * safe to use from two threads at once. Results do not depend on n_threads
+ * (bit-identical). */
+typedef struct mp_context mp_context;
+
+/* The model is borrowed and must outlive the context. */
+mp_status mp_context_init(mp_context **out, const mp_model *m, mp_context_params p, mp_err *err);
+void mp_context_free(mp_context *c);
+
+typedef enum mp_logits_mode {
+    MP_LOGITS_NONE = 0, /* fill the cache only */
+    MP_LOGITS_LAST,     /* logits of the last token: [n_vocab] */
+    MP_LOGITS_ALL,      /* logits of every token: [n_tokens][n_vocab] */
+    MP_LOGITS_MODE_COUNT
+} mp_logits_mode;
+const char *mp_logits_mode_name(int mode); /* "none", "last", "all"; "?" otherwise */
+
+/* Runs tokens[0..n) at the next n positions (after mp_context_n_past) and
+ * appends them to the cache. `logits` must hold what `mode` asks for
+ * (row-major, float). MP_ERR_ARG for a token id outside the vocabulary or
+ * when the cache would overflow n_ctx; the cache is unchanged on error. */
+mp_status mp_context_eval(mp_context *c, const mp_token *tokens, int64_t n, mp_logits_mode mode,
+                          float *logits, mp_err *err);
+/* Positions held in the cache. */
+int64_t mp_context_n_past(const mp_context *c);
+/* Forgets positions n.. (0 clears the cache); no-op when n >= n_past. */
+void mp_context_truncate(mp_context *c, int64_t n);
+const mp_context_params *mp_context_params_of(const mp_context *c);
+
+/* --- expert masking and top-k --- */
+
+/* Restricts layer `layer` to the experts with keep[e] true (n must be the
+ * layer's expert count): dropped experts get a router logit of -inf before
+ * the softmax and top-k, so the result equals a file with those experts
+ * removed. keep = NULL restores all experts. MP_ERR_ARG when fewer experts
+ * than the experts used per token would remain or the layer has none. */
+mp_status mp_context_set_expert_mask(mp_context *c, int64_t layer, const bool *keep, int64_t n,
+                                     mp_err *err);
+/* Experts used per token in every MoE layer: 1..the file's count, 0 restores
+ * the file's. MP_ERR_ARG when a layer's mask keeps fewer. */
+mp_status mp_context_set_experts_used(mp_context *c, int64_t k, mp_err *err);
+/* The experts used per token now. */
+int64_t mp_context_experts_used(const mp_context *c);
+
+/* --- hooks --- */
+
+/* What a MoE hook sees for one layer and one forward step (a step holds up to
+ * n_batch consecutive tokens). Pointers are valid during the call only. */
+typedef struct mp_moe_hook_data {
+    int64_t layer;
+    int64_t n_tokens;            /* tokens of this step */
+    int64_t pos0;                /* position of the first of them */
+    int64_t n_expert;            /* this layer's experts */
+    int64_t n_used;              /* experts chosen per token */
+    int64_t n_embd;
+    const float *router_logits;  /* [n_tokens][n_expert], before the mask */
+    const int32_t *experts;      /* [n_tokens][n_used], by descending weight */
+    const float *weights;        /* [n_tokens][n_used], the gating weights */
+    const float *expert_out;     /* [n_tokens][n_used][n_embd]: each chosen expert's
+                                    output times its weight (their sum is the layer's
+                                    mixture before post_ffw_norm_2); NULL unless the
+                                    hook asked for it */
+} mp_moe_hook_data;
+
+/* Returns MP_OK to go on; any other status stops the eval with it. */
+typedef mp_status (*mp_moe_hook_fn)(const mp_moe_hook_data *d, void *user);
+
+typedef struct mp_moe_hook {
+    mp_moe_hook_fn fn;     /* NULL: no hook */
+    void *user;
+    bool want_expert_out;  /* fill mp_moe_hook_data.expert_out (costs a copy per token) */
+} mp_moe_hook;
+
+/* Installs (or with hook NULL / fn NULL removes) the MoE hook, called after
+ * the experts of each MoE layer ran. Allocates the expert_out buffer when
+ * asked for it. */
+mp_status mp_context_set_moe_hook(mp_context *c, const mp_moe_hook *hook, mp_err *err);
+
+/* ------------------------------------------------------------------------ */
 /* Expert statistics (profile output) and plans                             */
 /* ------------------------------------------------------------------------ */
 
@@ -455,6 +921,32 @@ mp_status mp_stats_load(mp_stats **out, const char *path, mp_err *err);
 /* dst += src: same model (arch, sha256 when both have one, layout, k);
  * classes are matched by name and added to dst when new. */
 mp_status mp_stats_merge(mp_stats *dst, const mp_stats *src, mp_err *err);
+
+/* Applies a drop map to a context as expert masks (checked against the model
+ * first): the result equals running the pruned file. */
+mp_status mp_context_apply_dropmap(mp_context *c, const mp_model *m, const mp_dropmap *map,
+                                   mp_err *err);
+/* For a file pruned with --mode zero, masks the experts it zeroed, so that
+ * moeprune never routes to them; MP_OK and nothing done for any other file. */
+mp_status mp_context_apply_file_mask(mp_context *c, const mp_model *m, mp_err *err);
+
+/* The profiler: statistics collected through the engine's MoE hook. */
+typedef struct mp_profiler mp_profiler;
+
+/* Empty statistics for the model's layout with the given classes. */
+mp_status mp_profiler_init(mp_profiler **out, const mp_model *m, const char *const *classes,
+                           int64_t n_class, mp_err *err);
+void mp_profiler_free(mp_profiler *p);
+/* Installs the profiler's hook on a context (replacing any other hook). */
+mp_status mp_profiler_attach(mp_profiler *p, mp_context *c, mp_err *err);
+/* The class the following evals count towards. */
+mp_status mp_profiler_set_class(mp_profiler *p, int64_t cls, mp_err *err);
+/* Tokens at positions below pos are not counted (0: count all). */
+void mp_profiler_set_min_pos(mp_profiler *p, int64_t pos);
+/* Adds n to the current class's token count (the driver knows what it ran). */
+void mp_profiler_add_tokens(mp_profiler *p, int64_t n);
+/* The statistics so far; borrowed until mp_profiler_free. */
+mp_stats *mp_profiler_stats(mp_profiler *p);
 
 /* Recipes that turn statistics into a keep-set per layer (issue 7). */
 typedef enum mp_plan_method {
@@ -500,6 +992,171 @@ mp_status mp_plan_scores(const mp_stats *s, const mp_plan_params *p, int64_t lay
  * its kept share of the method's score. */
 mp_status mp_plan_make(const mp_stats *s, const mp_plan_params *p, mp_dropmap **out,
                        mp_err *err);
+
+/* ------------------------------------------------------------------------ */
+/* Safetensors and grafting                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Element types of the safetensors format (its "dtype" strings). */
+typedef enum mp_st_dtype {
+    MP_ST_BOOL = 0,
+    MP_ST_U8,
+    MP_ST_I8,
+    MP_ST_F8_E5M2,
+    MP_ST_F8_E4M3,
+    MP_ST_F8_E8M0,
+    MP_ST_I16,
+    MP_ST_U16,
+    MP_ST_F16,
+    MP_ST_BF16,
+    MP_ST_I32,
+    MP_ST_U32,
+    MP_ST_F32,
+    MP_ST_F64,
+    MP_ST_I64,
+    MP_ST_U64,
+    MP_ST_C64,
+    MP_ST_F4,      /* sub-byte types: a tensor's elements must fill whole bytes */
+    MP_ST_F6_E2M3,
+    MP_ST_F6_E3M2,
+    MP_ST_DTYPE_COUNT
+} mp_st_dtype;
+
+/* The format's spelling ("BF16"); "?" for invalid values. */
+const char *mp_st_dtype_name(int dtype);
+/* Looks a dtype up by its exact (upper-case) spelling; -1 if unknown. */
+int mp_st_dtype_from_name(const char *name);
+/* Bits per element (4, 6, 8, 16, 32, 64); 0 for invalid values. */
+int mp_st_dtype_bits(int dtype);
+
+#define MP_ST_MAX_DIMS 8
+
+/* One tensor of an open safetensors file. Pointers are borrowed until
+ * mp_st_free. Shapes are in the file's (PyTorch's) order: shape[0] is the
+ * slowest axis, the reverse of ggml's ne. */
+typedef struct mp_st_tensor {
+    const char *name;
+    int dtype;                     /* mp_st_dtype */
+    uint32_t n_dims;               /* 0 (a scalar) .. MP_ST_MAX_DIMS */
+    int64_t shape[MP_ST_MAX_DIMS];
+    uint64_t offset;               /* data_offsets[0], relative to the data section */
+    uint64_t nbytes;
+    const void *data;              /* into the mapping */
+} mp_st_tensor;
+
+int64_t mp_st_tensor_nelements(const mp_st_tensor *t);
+
+/* One .safetensors file. The header is checked whole: its length against
+ * the file (and the 100 MB limit of huggingface/safetensors), the JSON, each
+ * tensor's dtype, shape and byte range, and the ranges against each other
+ * (they must tile the data section exactly). Errors name the file, the field
+ * and the value. */
+typedef struct mp_st mp_st;
+
+/* Maps `path` read-only and parses it. Free with mp_st_free. */
+mp_status mp_st_open(mp_st **out, const char *path, mp_err *err);
+/* Parses a file held in memory (borrowed: it must outlive the result);
+ * `name` is used in messages. */
+mp_status mp_st_parse(mp_st **out, const void *data, size_t size, const char *name,
+                      mp_err *err);
+void mp_st_free(mp_st *f);
+
+const char *mp_st_path(const mp_st *f);
+uint64_t mp_st_file_size(const mp_st *f);
+uint64_t mp_st_data_offset(const mp_st *f); /* 8 + the header length */
+int64_t mp_st_n_tensors(const mp_st *f);
+/* Tensor i in data order (ascending offset); NULL out of range. */
+const mp_st_tensor *mp_st_tensor_at(const mp_st *f, int64_t i);
+/* Tensor by name (binary search), or NULL. */
+const mp_st_tensor *mp_st_find_tensor(const mp_st *f, const char *name);
+/* "__metadata__" string pairs, in header order. */
+int64_t mp_st_n_meta(const mp_st *f);
+const char *mp_st_meta_key(const mp_st *f, int64_t i);
+const char *mp_st_meta_value(const mp_st *f, int64_t i);
+const char *mp_st_meta_get(const mp_st *f, const char *key); /* NULL when absent */
+/* Lets the OS drop `len` mapped bytes from memory (as mp_gguf_release). */
+void mp_st_release(const mp_st *f, const void *ptr, size_t len);
+
+/* A Hugging Face checkpoint: a folder with model.safetensors.index.json and
+ * the shards its weight_map names, or a folder with model.safetensors, or one
+ * .safetensors file. The index is checked against the shards: every entry
+ * names a shard file inside the folder that holds the tensor, every tensor of
+ * every shard is listed, none is in two shards. */
+typedef struct mp_st_model mp_st_model;
+
+mp_status mp_st_model_open(mp_st_model **out, const char *path, mp_err *err);
+void mp_st_model_free(mp_st_model *m);
+/* True when `path` is a folder or an existing .safetensors file. */
+bool mp_st_is_checkpoint_path(const char *path);
+
+const char *mp_st_model_dir(const mp_st_model *m); /* the folder holding the shards */
+bool mp_st_model_is_dir(const mp_st_model *m);     /* opened as a folder */
+bool mp_st_model_indexed(const mp_st_model *m);    /* has an index json */
+/* Shards in file-name order; names are file names inside the folder. */
+int64_t mp_st_model_n_shards(const mp_st_model *m);
+const mp_st *mp_st_model_shard(const mp_st_model *m, int64_t i);
+const char *mp_st_model_shard_name(const mp_st_model *m, int64_t i);
+int64_t mp_st_model_n_tensors(const mp_st_model *m);
+/* Tensor by name across shards (and its shard index, when shard is non-NULL). */
+const mp_st_tensor *mp_st_model_find(const mp_st_model *m, const char *name, int64_t *shard);
+
+/* Streaming writer with the GGUF writer's contract: the file appears at
+ * `path` only when mp_st_writer_finish succeeds (temp file in the same
+ * folder, fsync, re-read, rename); freed unfinished, it leaves nothing.
+ * Tensors get consecutive offsets in declaration order and their data must
+ * be written in that order. */
+typedef struct mp_st_writer mp_st_writer;
+
+mp_status mp_st_writer_open(mp_st_writer **out, const char *path, bool overwrite, mp_err *err);
+void mp_st_writer_free(mp_st_writer *w);
+/* A "__metadata__" string pair (duplicate keys refused). */
+mp_status mp_st_writer_meta(mp_st_writer *w, const char *key, const char *value, mp_err *err);
+mp_status mp_st_writer_add_tensor(mp_st_writer *w, const char *name, int dtype, uint32_t n_dims,
+                                  const int64_t *shape, mp_err *err);
+/* Writes the header; called implicitly by the first write_data. */
+mp_status mp_st_writer_write_header(mp_st_writer *w, mp_err *err);
+mp_status mp_st_writer_write_data(mp_st_writer *w, const void *data, size_t len, mp_err *err);
+mp_status mp_st_writer_finish(mp_st_writer *w, mp_err *err);
+
+/* Expert surgery on a Hugging Face checkpoint (Gemma 4 layout, and any
+ * model that stacks its experts the same way): in every MoE layer the expert
+ * axis (axis 0) of the stacked expert tensors (experts.gate_up_proj,
+ * experts.down_proj, experts.gate_proj, experts.up_proj), of the router's
+ * rows (router.proj.weight) and of router.per_expert_scale keeps the map's
+ * experts, byte for byte (BF16, F16 or F32; other dtypes are
+ * MP_ERR_UNSUPPORTED when a tensor must be sliced); every other tensor is
+ * copied. `in` is a checkpoint folder or one .safetensors file; `out` is
+ * then a folder with the same shard names and index, config.json's expert
+ * counts (num_experts, num_local_experts, n_routed_experts) set to the kept
+ * count, the map recorded as config.json's "moeprune_dropmap" (relative to
+ * the original model when `in` was itself pruned), and every other file
+ * copied; or one .safetensors file. The folder is built beside the target
+ * and renamed into place when complete and verified. Only uniform maps
+ * (one expert count: HF configs have one) and MP_PRUNE_REMOVE are accepted.
+ * Memory use does not depend on the model size. */
+mp_status mp_prune_safetensors(const char *in, const mp_dropmap *map, const char *out,
+                               const mp_prune_params *p, mp_err *err);
+/* Reads the drop map a pruned checkpoint folder records in config.json. */
+mp_status mp_dropmap_from_safetensors(const char *path, mp_dropmap **out, mp_err *err);
+
+typedef struct mp_graft_params {
+    bool average;   /* non-expert tensors: the element-wise mean of all inputs
+                       (F32/F16/BF16 only) instead of the first input's */
+    bool overwrite; /* replace an existing output file */
+} mp_graft_params;
+
+/* Builds one GGUF whose experts in each MoE layer are the concatenation of
+ * the inputs' experts, in input order (expert slabs, router rows and
+ * per-expert scales alike, byte for byte). The inputs must share the
+ * architecture, the layer count and every non-expert tensor's type and
+ * shape; expert tensors must match except for their expert count.
+ * <arch>.expert_count becomes the per-layer sum (the largest, with
+ * moeprune.expert_count_per_layer, when layers differ), the provenance goes
+ * to moeprune.graft (JSON: each input's file, name and expert range per
+ * layer, and the base model ids it kept when it records a drop map).
+ * Everything is checked before the output is opened. */
+mp_status mp_graft_gguf(const char *const *inputs, int64_t n_inputs, const char *out,
+                        const mp_graft_params *p, mp_err *err);
 
 /* ------------------------------------------------------------------------ */
 /* Files                                                                    */

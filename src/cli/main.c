@@ -23,6 +23,7 @@ static const command commands[] = {
     {"stats", cmd_stats, "merge profile shards, show what a stats file says"},
     {"plan", cmd_plan, "turn expert statistics into a drop map"},
     {"prune", cmd_prune, "remove (or zero) the experts a drop map drops"},
+    {"logits", cmd_logits, "run token ids through the engine, write logits (and greedy tokens)"},
 };
 
 static void usage(FILE *f) {

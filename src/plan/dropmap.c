@@ -253,53 +253,56 @@ mp_status mp_dropmap_load(mp_dropmap **out, const char *path, mp_err *err) {
 /* Checking against a model                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* The checks shared by files and loaded models: arch, layer count, every MoE
+ * layer present with its expert count, at least n_used kept. */
+static mp_status check_layout(const mp_dropmap *m, const char *path, const char *arch,
+                              int64_t n_layer, const int64_t *n_expert, int64_t n_used,
+                              mp_err *err) {
+    if (strcmp(m->arch, arch) != 0)
+        return mp_err_set(err, MP_ERR_CHECK, "drop map is for architecture '%s' but %s is '%s'",
+                          m->arch, path, arch);
+    if (m->n_layer != n_layer)
+        return mp_err_set(err, MP_ERR_CHECK, "drop map is for %" PRId64 " layers but %s has %" PRId64,
+                          m->n_layer, path, n_layer);
+    for (int64_t l = 0; l < n_layer; l++) {
+        const mp_dropmap_layer *L = mp_dropmap_find(m, l);
+        int64_t x = n_expert[l];
+        if (!L && x > 0)
+            return mp_err_set(err, MP_ERR_CHECK, "drop map has no entry for MoE layer %" PRId64
+                              " of %s", l, path);
+        if (!L) continue;
+        if (x == 0)
+            return mp_err_set(err, MP_ERR_CHECK, "drop map has an entry for layer %" PRId64
+                              " but that layer of %s has no experts", l, path);
+        if (L->n_keep + L->n_drop != x)
+            return mp_err_set(err, MP_ERR_CHECK, "drop map layer %" PRId64 " covers %" PRId64
+                              " experts but %s has %" PRId64 " in that layer", l,
+                              L->n_keep + L->n_drop, path, x);
+        if (L->n_keep < (n_used > 0 ? n_used : 1))
+            return mp_err_set(err, MP_ERR_CHECK, "drop map layer %" PRId64 " keeps %" PRId64
+                              " experts, fewer than the %" PRId64 " used per token by %s", l,
+                              L->n_keep, n_used > 0 ? n_used : 1, path);
+    }
+    return MP_OK;
+}
+
 mp_status mp_dropmap_check(const mp_dropmap *m, const mp_gguf *model, mp_err *err) {
     const char *path = mp_gguf_path(model);
     mp_moe_info *moe;
     mp_status s = mp_moe_scan(model, &moe, err);
     if (s) return s;
-    if (strcmp(m->arch, moe->arch) != 0) {
-        s = mp_err_set(err, MP_ERR_CHECK, "drop map is for architecture '%s' but %s is '%s'",
-                       m->arch, path, moe->arch);
-        goto done;
+    int64_t *ne = mp_calloc((size_t)(moe->n_layer ? moe->n_layer : 1), sizeof *ne);
+    if (!ne) {
+        mp_moe_info_free(moe);
+        return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
     }
-    if (m->n_layer != moe->n_layer) {
-        s = mp_err_set(err, MP_ERR_CHECK, "drop map is for %" PRId64 " layers but %s has %" PRId64,
-                       m->n_layer, path, moe->n_layer);
-        goto done;
-    }
-    for (int64_t l = 0; l < moe->n_layer; l++) {
-        const mp_dropmap_layer *L = mp_dropmap_find(m, l);
-        int64_t x = moe->layers[l].n_expert;
-        if (!L && x > 0) {
-            s = mp_err_set(err, MP_ERR_CHECK, "drop map has no entry for MoE layer %" PRId64
-                           " of %s", l, path);
-            goto done;
-        }
-        if (!L) continue;
-        if (x == 0) {
-            s = mp_err_set(err, MP_ERR_CHECK, "drop map has an entry for layer %" PRId64
-                           " but that layer of %s has no experts", l, path);
-            goto done;
-        }
-        if (L->n_keep + L->n_drop != x) {
-            s = mp_err_set(err, MP_ERR_CHECK, "drop map layer %" PRId64 " covers %" PRId64
-                           " experts but %s has %" PRId64 " in that layer", l,
-                           L->n_keep + L->n_drop, path, x);
-            goto done;
-        }
-        int64_t used = moe->n_expert_used > 0 ? moe->n_expert_used : 1;
-        if (L->n_keep < used) {
-            s = mp_err_set(err, MP_ERR_CHECK, "drop map layer %" PRId64 " keeps %" PRId64
-                           " experts, fewer than the %" PRId64 " used per token by %s", l,
-                           L->n_keep, used, path);
-            goto done;
-        }
-    }
-done:
+    for (int64_t l = 0; l < moe->n_layer; l++) ne[l] = moe->layers[l].n_expert;
+    s = check_layout(m, path, moe->arch, moe->n_layer, ne, moe->n_expert_used, err);
+    mp_free(ne);
     mp_moe_info_free(moe);
     return s;
 }
+
 
 /* ------------------------------------------------------------------------ */
 /* Serialising                                                              */
@@ -351,5 +354,47 @@ mp_status mp_dropmap_save(const mp_dropmap *m, const char *path, bool overwrite,
     txt[n] = '\n'; /* replace the terminator: the file ends with a newline */
     mp_status s = mp_file_write_atomic(path, txt, n + 1, overwrite, err);
     mp_free(txt);
+    return s;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Masks for the engine                                                     */
+/* ------------------------------------------------------------------------ */
+
+mp_status mp_context_apply_dropmap(mp_context *c, const mp_model *m, const mp_dropmap *map,
+                                   mp_err *err) {
+    int64_t n_layer = mp_model_n_layer(m), max_x = 1;
+    int64_t *ne = mp_calloc((size_t)(n_layer ? n_layer : 1), sizeof *ne);
+    if (!ne) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    for (int64_t l = 0; l < n_layer; l++) {
+        ne[l] = mp_model_n_expert(m, l);
+        if (ne[l] > max_x) max_x = ne[l];
+    }
+    mp_status s = check_layout(map, mp_gguf_path(mp_model_gguf(m)), mp_model_arch(m), n_layer, ne,
+                               mp_context_experts_used(c), err);
+    bool *keep = s ? NULL : mp_calloc((size_t)max_x, sizeof *keep);
+    if (!s && !keep) s = mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; !s && i < map->n_layers; i++) {
+        const mp_dropmap_layer *L = &map->layers[i];
+        memset(keep, 0, (size_t)max_x * sizeof *keep);
+        for (int64_t k = 0; k < L->n_keep; k++) keep[L->keep[k]] = true;
+        s = mp_context_set_expert_mask(c, L->layer, keep, ne[L->layer], err);
+    }
+    mp_free(keep);
+    mp_free(ne);
+    return s;
+}
+
+mp_status mp_context_apply_file_mask(mp_context *c, const mp_model *m, mp_err *err) {
+    const mp_gguf *g = mp_model_gguf(m);
+    int64_t i = mp_gguf_find_key(g, "moeprune.prune_mode");
+    const char *mode = NULL;
+    size_t n = 0;
+    if (i < 0 || mp_gguf_get_str(g, i, 0, &mode, &n, NULL) || n != 4 || memcmp(mode, "zero", 4))
+        return MP_OK; /* not a zero-mode file: its experts are really gone */
+    mp_dropmap *map = NULL;
+    mp_status s = mp_dropmap_from_gguf(g, &map, err);
+    if (!s) s = mp_context_apply_dropmap(c, m, map, err);
+    mp_dropmap_free(map);
     return s;
 }

@@ -1,0 +1,422 @@
+/* forward.c — one forward step of the engine over a batch of tokens: the
+ * embedding, per layer attention and FFN (dense branch, router, experts), the
+ * final norm, output projection and soft-cap.
+ *
+ * The order of operations is gemma4-gguf-spec.md section 4, read through the
+ * family switches of mp_hparams (arch.h): optional norms are skipped when the
+ * file has no weight for them, so a pre-norm family without post norms runs
+ * through the same code. Batched: each matmul covers every token of the step,
+ * and the experts run grouped, one job per expert over all the tokens routed
+ * to it, so each expert's weights are read once per step. Per-token work that
+ * the pool splits (Q/K/V preparation, attention) is split by token or by
+ * (token, head), never by thread, so results do not depend on -t.
+ * Not here: KV-cache allocation and masks (context.c), kernels (matmul.c). */
+#include <inttypes.h>
+#include <math.h>
+
+#include "engine/engine.h"
+
+/* ggml clamps the sum of the chosen experts' probabilities to the smallest
+ * normal f16 before renormalising (llama-graph.cpp, build_moe_ffn). */
+#define MOE_WEIGHT_SUM_MIN 6.103515625e-5f
+
+typedef struct step {
+    mp_context *c;
+    const mp_model *m;
+    const mp_hparams *hp;
+    int64_t n;    /* tokens in this step */
+    int64_t pos0; /* position of the first */
+    int64_t l;    /* current layer */
+} step;
+
+static void run_jobs(step *s, mp_mm_job *jobs, int64_t n_jobs) {
+    mp_matmul(s->c->pool, s->c->kern, jobs, n_jobs, s->c->thr_row, s->m->max_n_in);
+}
+
+static mp_mm_job job(const mp_weight *w, const float *x, int64_t ldx, float *y, int64_t ldy,
+                     int64_t n_tok) {
+    mp_mm_job j = {.w = *w, .x = x, .ldx = ldx, .y = y, .ldy = ldy, .n_tok = n_tok};
+    return j;
+}
+
+/* y[t] = rms_norm(x[t]) * w for each token (rows of n_embd). */
+static void norm_rows(const step *s, const float *x, const float *w, float *y) {
+    const int64_t E = s->hp->n_embd;
+    for (int64_t t = 0; t < s->n; t++) mp_rms_norm(x + t * E, w, y + t * E, E, s->hp->eps);
+}
+
+static void kv_store(const mp_context *c, void *cache, int64_t pos, const float *src,
+                     int64_t n) {
+    if (c->p.kv_type == MP_KV_F16) {
+        uint16_t *d = (uint16_t *)cache + pos * n;
+        for (int64_t i = 0; i < n; i++) d[i] = mp_f32_to_f16(src[i]);
+    } else {
+        memcpy((float *)cache + pos * n, src, (size_t)n * sizeof *src);
+    }
+}
+
+/* Head g of cache row `pos` as floats: a pointer into an F32 cache, or the
+ * row converted into `tmp` for F16. */
+static const float *kv_head(const mp_context *c, const void *cache, int64_t pos, int64_t row,
+                            int64_t g, int64_t d, float *tmp) {
+    if (c->p.kv_type == MP_KV_F16) {
+        const uint16_t *p = (const uint16_t *)cache + pos * row + g * d;
+        for (int64_t i = 0; i < d; i++) tmp[i] = mp_f16_to_f32(p[i]);
+        return tmp;
+    }
+    return (const float *)cache + pos * row + g * d;
+}
+
+/* ------------------------------------------------------------- attention */
+
+/* Per token: per-head Q norm and RoPE; for layers that own K/V also V = K
+ * (raw, when there is no attn_v), K norm and RoPE, V RMS, into the cache. */
+static void qkv_task(void *arg, int64_t t, int thread) {
+    const step *s = arg;
+    mp_context *c = s->c;
+    const mp_layer_hparams *lh = &s->hp->layers[s->l];
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t d = lh->head_dim, H = lh->n_head, Hkv = lh->n_head_kv, half = lh->n_rot / 2;
+    const int64_t pos = s->pos0 + t;
+    const float eps = s->hp->eps;
+    float *cs = c->thr_att + (size_t)thread * (size_t)c->thr_att_stride + c->p.n_ctx;
+    float *sn = cs + half;
+    const double *f = s->m->inv_freq + s->m->inv_freq_off[s->l];
+    for (int64_t j = 0; j < half; j++) {
+        const double theta = (double)pos * f[j];
+        cs[j] = (float)cos(theta);
+        sn[j] = (float)sin(theta);
+    }
+    float *q = c->q + t * H * d;
+    for (int64_t h = 0; h < H; h++) {
+        mp_rms_norm(q + h * d, w->q_norm, q + h * d, d, eps);
+        mp_rope_apply(q + h * d, lh->n_rot, s->hp->rope, cs, sn);
+    }
+    if (!lh->has_kv) return;
+    float *k = c->k + t * Hkv * d, *v = c->v + t * Hkv * d;
+    if (!mp_weight_present(&w->wv)) memcpy(v, k, (size_t)(Hkv * d) * sizeof *v);
+    for (int64_t g = 0; g < Hkv; g++) {
+        mp_rms_norm(k + g * d, w->k_norm, k + g * d, d, eps);
+        mp_rope_apply(k + g * d, lh->n_rot, s->hp->rope, cs, sn);
+        if (s->hp->v_rms) mp_rms_norm(v + g * d, NULL, v + g * d, d, eps);
+    }
+    kv_store(c, c->k_cache[s->l], pos, k, Hkv * d);
+    kv_store(c, c->v_cache[s->l], pos, v, Hkv * d);
+}
+
+/* One (token, query head): scores against the cached keys the mask lets it
+ * see (causal; sliding layers also drop keys with p_q - p_k >= n_swa),
+ * softmax in f32, weighted sum of the values. */
+static void attn_task(void *arg, int64_t task, int thread) {
+    const step *s = arg;
+    const mp_context *c = s->c;
+    const mp_layer_hparams *lh = &s->hp->layers[s->l];
+    const int64_t H = lh->n_head, d = lh->head_dim, row = lh->n_head_kv * d;
+    const int64_t t = task / H, h = task % H, g = h / (H / lh->n_head_kv);
+    const int64_t pos = s->pos0 + t;
+    const int64_t lo = lh->is_swa && pos - s->hp->n_swa + 1 > 0 ? pos - s->hp->n_swa + 1 : 0;
+    const void *kc = c->k_cache[lh->kv_source], *vc = c->v_cache[lh->kv_source];
+    float *sc = c->thr_att + (size_t)thread * (size_t)c->thr_att_stride;
+    float *tmp = sc + c->p.n_ctx + s->m->max_rot;
+    const float *q = c->q + t * H * d + h * d;
+    for (int64_t p = lo; p <= pos; p++)
+        sc[p - lo] = mp_dot_f32(q, kv_head(c, kc, p, row, g, d, tmp), d) * s->hp->attn_scale;
+    mp_softmax(sc, pos - lo + 1);
+    float *o = c->att + t * H * d + h * d;
+    for (int64_t i = 0; i < d; i++) o[i] = 0;
+    for (int64_t p = lo; p <= pos; p++) {
+        const float *vv = kv_head(c, vc, p, row, g, d, tmp);
+        const float a = sc[p - lo];
+        for (int64_t i = 0; i < d; i++) o[i] += a * vv[i];
+    }
+}
+
+static void attention(step *s) {
+    mp_context *c = s->c;
+    const mp_layer_hparams *lh = &s->hp->layers[s->l];
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t E = s->hp->n_embd, n = s->n;
+    const int64_t qd = lh->n_head * lh->head_dim, kvd = lh->n_head_kv * lh->head_dim;
+    norm_rows(s, c->x, w->attn_norm, c->xn);
+    mp_mm_job *jobs = c->jobs;
+    int64_t nj = 0;
+    jobs[nj++] = job(&w->wq, c->xn, E, c->q, qd, n);
+    if (lh->has_kv) {
+        jobs[nj++] = job(&w->wk, c->xn, E, c->k, kvd, n);
+        if (mp_weight_present(&w->wv)) jobs[nj++] = job(&w->wv, c->xn, E, c->v, kvd, n);
+    }
+    run_jobs(s, jobs, nj);
+    mp_pool_run(c->pool, n, qkv_task, s);
+    mp_pool_run(c->pool, n * lh->n_head, attn_task, s);
+    jobs[0] = job(&w->wo, c->att, qd, c->t1, E, n);
+    run_jobs(s, jobs, 1);
+    if (w->post_attn_norm) norm_rows(s, c->t1, w->post_attn_norm, c->t1);
+    for (int64_t i = 0; i < n * E; i++) c->x[i] += c->t1[i];
+}
+
+/* ------------------------------------------------------------------- FFN */
+
+/* Dense gated FFN of the normalised input xn into t1. */
+static void dense_ffn(step *s) {
+    mp_context *c = s->c;
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t E = s->hp->n_embd, F = s->hp->layers[s->l].n_ff, n = s->n;
+    mp_mm_job *jobs = c->jobs;
+    jobs[0] = job(&w->ffn_gate, c->xn, E, c->fa, F, n);
+    jobs[1] = job(&w->ffn_up, c->xn, E, c->fb, F, n);
+    run_jobs(s, jobs, 2);
+    for (int64_t i = 0; i < n * F; i++) c->fa[i] = mp_act_apply(s->hp->act, c->fa[i]) * c->fb[i];
+    jobs[0] = job(&w->ffn_down, c->fa, F, c->t1, E, n);
+    run_jobs(s, jobs, 1);
+}
+
+/* Router logits into rlog, then per token: mask, softmax over the layer's
+ * experts, top-k by probability (lower id first on ties), renormalised
+ * weights (spec 4, "Router"). */
+static void route(step *s) {
+    mp_context *c = s->c;
+    const mp_hparams *hp = s->hp;
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t E = hp->n_embd, X = hp->layers[s->l].n_expert, K = c->k_used, n = s->n;
+    const float *rin = c->u;
+    if (hp->router_input == MP_ROUTER_RMS_SCALED) {
+        const float inv_sqrt_e = 1.0f / sqrtf((float)E);
+        for (int64_t t = 0; t < n; t++) {
+            float *r = c->r + t * E;
+            mp_rms_norm(c->x + t * E, NULL, r, E, hp->eps);
+            for (int64_t i = 0; i < E; i++) r[i] = r[i] * inv_sqrt_e;
+            if (w->router_scale)
+                for (int64_t i = 0; i < E; i++) r[i] = r[i] * w->router_scale[i];
+        }
+        rin = c->r;
+    }
+    c->jobs[0] = job(&w->router, rin, E, c->rlog, X, n);
+    run_jobs(s, c->jobs, 1);
+    const bool *keep = c->keep + c->keep_off[s->l];
+    for (int64_t t = 0; t < n; t++) {
+        float *p = c->prob + t * X;
+        for (int64_t e = 0; e < X; e++) p[e] = keep[e] ? c->rlog[t * X + e] : -INFINITY;
+        mp_softmax(p, X);
+        int32_t *sel = c->sel + t * c->K;
+        float *ws = c->wsel + t * c->K;
+        float sum = 0;
+        for (int64_t j = 0; j < K; j++) {
+            int64_t best = -1;
+            for (int64_t e = 0; e < X; e++) {
+                bool taken = false;
+                for (int64_t i = 0; i < j && !taken; i++) taken = sel[i] == e;
+                if (!taken && keep[e] && (best < 0 || p[e] > p[best])) best = e;
+            }
+            sel[j] = (int32_t)best;
+            ws[j] = p[best];
+            sum += p[best];
+        }
+        if (hp->norm_topk) {
+            const float div = sum > MOE_WEIGHT_SUM_MIN ? sum : MOE_WEIGHT_SUM_MIN;
+            for (int64_t j = 0; j < K; j++) ws[j] = ws[j] / div;
+        }
+    }
+}
+
+/* Groups (token, slot) pairs by expert, in token order, and gathers the
+ * experts' inputs: expert e's rows are xe[off[e] .. off[e] + cnt[e]). */
+static void group_by_expert(step *s) {
+    mp_context *c = s->c;
+    const int64_t E = s->hp->n_embd, X = s->hp->layers[s->l].n_expert, K = c->k_used;
+    for (int64_t e = 0; e <= X; e++) c->cnt[e] = 0;
+    for (int64_t t = 0; t < s->n; t++)
+        for (int64_t j = 0; j < K; j++) c->cnt[c->sel[t * c->K + j]]++;
+    c->off[0] = 0;
+    for (int64_t e = 0; e < X; e++) c->off[e + 1] = c->off[e] + c->cnt[e];
+    for (int64_t e = 0; e < X; e++) c->cnt[e] = c->off[e]; /* next free row */
+    for (int64_t t = 0; t < s->n; t++) {
+        for (int64_t j = 0; j < K; j++) {
+            const int32_t e = c->sel[t * c->K + j];
+            const int64_t r = c->cnt[e]++;
+            c->row_slot[r] = (int32_t)(t * K + j);
+            c->slot_row[t * K + j] = (int32_t)r;
+            c->row_expert[r] = e;
+            memcpy(c->xe + r * E, c->u + t * E, (size_t)E * sizeof *c->xe);
+        }
+    }
+}
+
+/* Gate/up then down products of every expert that got tokens. */
+static void run_experts(step *s) {
+    mp_context *c = s->c;
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t E = s->hp->n_embd, X = s->hp->layers[s->l].n_expert;
+    const int64_t F = s->hp->layers[s->l].n_ff_exp, rows = s->n * c->k_used;
+    const bool fused = mp_weight_present(&w->gate_up_exps);
+    mp_mm_job *jobs = c->jobs;
+    int64_t nj = 0;
+    for (int64_t e = 0; e < X; e++) {
+        const int64_t m = c->off[e + 1] - c->off[e];
+        if (m == 0) continue;
+        const float *xe = c->xe + c->off[e] * E;
+        float *gu = c->gu + c->off[e] * 2 * F;
+        if (fused) {
+            mp_weight we = mp_weight_slab(&w->gate_up_exps, e);
+            jobs[nj++] = job(&we, xe, E, gu, 2 * F, m);
+        } else {
+            mp_weight wg = mp_weight_slab(&w->gate_exps, e), wu = mp_weight_slab(&w->up_exps, e);
+            jobs[nj++] = job(&wg, xe, E, gu, 2 * F, m);
+            jobs[nj++] = job(&wu, xe, E, gu + F, 2 * F, m);
+        }
+    }
+    run_jobs(s, jobs, nj);
+    for (int64_t r = 0; r < rows; r++) {
+        const int32_t e = c->row_expert[r];
+        const float gs = w->gate_exps_scale ? w->gate_exps_scale[e] : 1.0f;
+        const float us = w->up_exps_scale ? w->up_exps_scale[e] : 1.0f;
+        const float *g = c->gu + r * 2 * F, *u = g + F;
+        float *a = c->ea + r * F;
+        for (int64_t i = 0; i < F; i++) a[i] = mp_act_apply(s->hp->act, g[i] * gs) * (u[i] * us);
+    }
+    nj = 0;
+    for (int64_t e = 0; e < X; e++) {
+        const int64_t m = c->off[e + 1] - c->off[e];
+        if (m == 0) continue;
+        mp_weight wd = mp_weight_slab(&w->down_exps, e);
+        jobs[nj++] = job(&wd, c->ea + c->off[e] * F, F, c->ye + c->off[e] * E, E, m);
+    }
+    run_jobs(s, jobs, nj);
+}
+
+/* moe[t] = sum over slots j (in rank order) of (y_e * scale_e) * w_j; the
+ * hook's expert_out gets each term. */
+static void combine_experts(step *s) {
+    mp_context *c = s->c;
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t E = s->hp->n_embd, K = c->k_used;
+    float *hook_out = c->hook.fn && c->hook.want_expert_out ? c->hook_out : NULL;
+    for (int64_t t = 0; t < s->n; t++) {
+        float *o = c->moe + t * E;
+        for (int64_t j = 0; j < K; j++) {
+            const int32_t e = c->sel[t * c->K + j];
+            const float sc = w->down_exps_scale ? w->down_exps_scale[e] : 1.0f;
+            const float wt = c->wsel[t * c->K + j];
+            const float *y = c->ye + (int64_t)c->slot_row[t * K + j] * E;
+            float *ho = hook_out ? hook_out + (t * K + j) * E : NULL;
+            for (int64_t i = 0; i < E; i++) {
+                const float term = (y[i] * sc) * wt;
+                o[i] = j == 0 ? term : o[i] + term;
+                if (ho) ho[i] = term;
+            }
+        }
+    }
+}
+
+/* Packs sel/wsel rows to the k in use (scratch rows are K wide) and calls
+ * the hook. */
+static mp_status call_hook(step *s, mp_err *err) {
+    mp_context *c = s->c;
+    const int64_t K = c->k_used;
+    if (K != c->K)
+        for (int64_t t = 0; t < s->n; t++)
+            for (int64_t j = 0; j < K; j++) {
+                c->sel[t * K + j] = c->sel[t * c->K + j];
+                c->wsel[t * K + j] = c->wsel[t * c->K + j];
+            }
+    mp_moe_hook_data d = {
+        .layer = s->l,
+        .n_tokens = s->n,
+        .pos0 = s->pos0,
+        .n_expert = s->hp->layers[s->l].n_expert,
+        .n_used = K,
+        .n_embd = s->hp->n_embd,
+        .router_logits = c->rlog,
+        .experts = c->sel,
+        .weights = c->wsel,
+        .expert_out = c->hook.want_expert_out ? c->hook_out : NULL,
+    };
+    mp_status st = c->hook.fn(&d, c->hook.user);
+    if (st != MP_OK)
+        return mp_err_set(err, st, "eval: the MoE hook stopped the run at layer %" PRId64
+                          " (status %s)", s->l, mp_status_name(st));
+    return MP_OK;
+}
+
+/* The experts' mixture of layer l into moe (post_ffw_norm_2 applied). */
+static mp_status moe_ffn(step *s, mp_err *err) {
+    mp_context *c = s->c;
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    if (w->pre_ffw_norm_2) norm_rows(s, c->x, w->pre_ffw_norm_2, c->u);
+    else memcpy(c->u, c->xn, (size_t)(s->n * s->hp->n_embd) * sizeof *c->u);
+    route(s);
+    group_by_expert(s);
+    run_experts(s);
+    combine_experts(s);
+    if (c->hook.fn) {
+        mp_status st = call_hook(s, err);
+        if (st) return st;
+    }
+    if (w->post_ffw_norm_2) norm_rows(s, c->moe, w->post_ffw_norm_2, c->moe);
+    return MP_OK;
+}
+
+static mp_status ffn(step *s, mp_err *err) {
+    mp_context *c = s->c;
+    const mp_layer_hparams *lh = &s->hp->layers[s->l];
+    const mp_layer_weights *w = &s->m->am->layers[s->l];
+    const int64_t ne = s->n * s->hp->n_embd;
+    const bool dense = lh->n_ff > 0, moe = lh->n_expert > 0;
+    norm_rows(s, c->x, w->ffn_norm, c->xn);
+    float *f = c->t1;
+    if (dense) {
+        dense_ffn(s);
+        if (moe && w->post_ffw_norm_1) norm_rows(s, c->t1, w->post_ffw_norm_1, c->t1);
+    }
+    if (moe) {
+        mp_status st = moe_ffn(s, err);
+        if (st) return st;
+        if (dense)
+            for (int64_t i = 0; i < ne; i++) c->t1[i] = c->t1[i] + c->moe[i];
+        else
+            f = c->moe;
+    }
+    if (w->post_ffw_norm) norm_rows(s, f, w->post_ffw_norm, f);
+    for (int64_t i = 0; i < ne; i++) c->x[i] = c->x[i] + f[i];
+    if (w->out_scale != 1.0f)
+        for (int64_t i = 0; i < ne; i++) c->x[i] = c->x[i] * w->out_scale;
+    return MP_OK;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static void output(step *s, mp_logits_mode mode, float *out) {
+    mp_context *c = s->c;
+    const mp_hparams *hp = s->hp;
+    const int64_t E = hp->n_embd, V = hp->n_vocab;
+    const int64_t t0 = mode == MP_LOGITS_ALL ? 0 : s->n - 1, nt = s->n - t0;
+    for (int64_t t = t0; t < s->n; t++)
+        mp_rms_norm(c->x + t * E, s->m->am->output_norm, c->xn + t * E, E, hp->eps);
+    c->jobs[0] = job(&s->m->am->output, c->xn + t0 * E, E, out, V, nt);
+    run_jobs(s, c->jobs, 1);
+    if (hp->softcap > 0) {
+        const float inv = 1.0f / hp->softcap;
+        for (int64_t i = 0; i < nt * V; i++) out[i] = tanhf(out[i] * inv) * hp->softcap;
+    }
+}
+
+mp_status mp_forward(mp_context *c, const mp_token *tokens, int64_t n, int64_t pos0,
+                     mp_logits_mode mode, float *out, mp_err *err) {
+    const mp_model *m = c->model;
+    const mp_hparams *hp = m->hp;
+    const int64_t E = hp->n_embd;
+    step s = {.c = c, .m = m, .hp = hp, .n = n, .pos0 = pos0};
+    const mp_weight *emb = &m->am->tok_embd;
+    for (int64_t t = 0; t < n; t++) {
+        float *x = c->x + t * E;
+        (void)mp_dequantize_row(emb->type, emb->data + (size_t)tokens[t] * emb->row_bytes, x, E,
+                                NULL);
+        for (int64_t i = 0; i < E; i++) x[i] = x[i] * hp->embd_scale;
+    }
+    for (s.l = 0; s.l < hp->n_layer; s.l++) {
+        attention(&s);
+        mp_status st = ffn(&s, err);
+        if (st) return st;
+    }
+    if (mode != MP_LOGITS_NONE) output(&s, mode, out);
+    return MP_OK;
+}
