@@ -36,8 +36,9 @@ mp_status mp_moe_scan(const mp_gguf *g, mp_moe_info **out, mp_err *err) {
     mp_moe_info *m = mp_calloc(1, sizeof *m);
     if (!m) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
     mp_status s = MP_OK;
-    if (mp_gguf_key_strdup(g, "general.architecture", &m->arch, NULL) != MP_OK &&
-        !(m->arch = mp_strdup(""))) {
+    mp_err aerr = {0};
+    mp_status as = mp_gguf_key_strdup(g, "general.architecture", &m->arch, &aerr);
+    if (as == MP_ERR_NOMEM || (as != MP_OK && !(m->arch = mp_strdup("")))) {
         s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }

@@ -428,7 +428,8 @@ mp_status mp_gguf_writer_finish(mp_gguf_writer *w, mp_err *err) {
     mp_gguf *check = NULL;
     mp_err cerr = {0};
     if ((s = mp_gguf_open(&check, w->tmp_path, &cerr)))
-        return mp_err_set(err, MP_ERR_CHECK, "%s: written file does not read back: %s", w->path,
+        return mp_err_set(err, s == MP_ERR_NOMEM ? MP_ERR_NOMEM : MP_ERR_CHECK,
+                          "%s: written file does not read back: %s", w->path,
                           cerr.msg);
     bool same = mp_gguf_n_tensors(check) == w->n_tensors && mp_gguf_n_kv(check) == w->n_kv &&
                 mp_gguf_file_size(check) == mp_gguf_data_offset(check) + w->data_size;

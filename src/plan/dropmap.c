@@ -160,11 +160,17 @@ mp_status mp_dropmap_parse(mp_dropmap **out, const char *json, size_t len, const
         goto fail;
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    const cJSON *arch =
+        cJSON_IsObject(model) ? cJSON_GetObjectItemCaseSensitive(model, "arch") : NULL;
     if (!cJSON_IsObject(model) || !(m->arch = str_field(model, "arch")) ||
         !int_field(model, "n_layer", 1000000, &m->n_layer) ||
         !int_field(model, "n_expert", DROPMAP_MAX_EXPERT, &m->n_expert) ||
         !int_field(model, "n_expert_used", DROPMAP_MAX_EXPERT, &m->n_expert_used) ||
         m->n_expert < 1) {
+        if (cJSON_IsString(arch) && !m->arch) {
+            s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", name);
+            goto fail;
+        }
         s = mp_err_set(err, MP_ERR_FORMAT, "%s: \"model\" needs \"arch\" (string) and "
                        "\"n_layer\", \"n_expert\" (>= 1), \"n_expert_used\" (integers)", name);
         goto fail;
