@@ -1131,9 +1131,11 @@ mp_status mp_st_writer_finish(mp_st_writer *w, mp_err *err);
  * count, the map recorded as config.json's "moeprune_dropmap" (relative to
  * the original model when `in` was itself pruned), and every other file
  * copied; or one .safetensors file. The folder is built beside the target
- * and renamed into place when complete and verified. Only uniform maps
- * (one expert count: HF configs have one) and MP_PRUNE_REMOVE are accepted.
- * Memory use does not depend on the model size. */
+ * and renamed into place when complete and verified; with overwrite, an
+ * existing output is replaced then, and only when it is a file or a
+ * checkpoint folder. Only uniform maps (HF configs have one expert count)
+ * and MP_PRUNE_REMOVE are accepted. Memory use does not depend on the model
+ * size. */
 mp_status mp_prune_safetensors(const char *in, const mp_dropmap *map, const char *out,
                                const mp_prune_params *p, mp_err *err);
 /* Reads the drop map a pruned checkpoint folder records in config.json. */

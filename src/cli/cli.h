@@ -18,6 +18,7 @@ int cmd_prune(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
+int cmd_graft(int argc, char **argv);
 
 /* Prints "moeprune CMD: MESSAGE" for a failed status and returns MP_EXIT_FAIL. */
 int cli_fail(const char *cmd, const mp_err *err);

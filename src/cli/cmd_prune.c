@@ -1,7 +1,8 @@
 /* cmd_prune.c — `moeprune prune MODEL.gguf DROPMAP.json -o OUT.gguf`: removes
  * (or zeroes) the experts a drop map drops; `--keep-map PRUNED.gguf -o MAP.json`
- * writes back the map a pruned file records. The surgery itself is
- * mp_prune_gguf (src/surgery/prune.c). */
+ * writes back the map a pruned file records. A folder or a .safetensors file
+ * is a Hugging Face checkpoint. The surgery itself is mp_prune_gguf
+ * (src/surgery/prune.c) or mp_prune_safetensors (src/surgery/safetensors.c). */
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,12 +11,20 @@
 
 static const char *const help =
     "usage: moeprune prune MODEL.gguf DROPMAP.json -o OUT.gguf [options]\n"
-    "       moeprune prune --keep-map PRUNED.gguf -o MAP.json\n"
+    "       moeprune prune MODEL_DIR DROPMAP.json -o OUT_DIR [options]\n"
+    "       moeprune prune --keep-map PRUNED.gguf|PRUNED_DIR -o MAP.json\n"
     "\n"
     "Rewrites MODEL without the experts DROPMAP drops: the kept experts' slabs of\n"
     "every expert tensor and their router rows are copied byte for byte, in any\n"
     "tensor type (no requantization), and the map is recorded in the output's\n"
     "metadata (moeprune.dropmap). The output appears only when complete.\n"
+    "\n"
+    "MODEL_DIR is a Hugging Face checkpoint folder (model.safetensors.index.json\n"
+    "and its shards, or model.safetensors; a single .safetensors file works too):\n"
+    "the stacked expert tensors, router rows and per-expert scales (BF16, F16,\n"
+    "F32) lose the dropped experts, config.json gets the new expert count and the\n"
+    "map (\"moeprune_dropmap\"), other files are copied. The map must keep the\n"
+    "same number of experts in every layer.\n"
     "\n"
     "  -o, --output FILE    output file (required)\n"
     "  --mode remove|zero   remove the experts (default), or keep the shapes and\n"
@@ -30,13 +39,16 @@ static const char *const help =
     "  -f, --force          replace an existing output file\n"
     "\n"
     "example:\n"
-    "  moeprune prune gemma-4-26B-A4B-Q4_K_M.gguf keep64.json -o gemma-4-64e-Q4_K_M.gguf\n";
+    "  moeprune prune gemma-4-26B-A4B-Q4_K_M.gguf keep64.json -o gemma-4-64e-Q4_K_M.gguf\n"
+    "  moeprune prune gemma-4-26b-a4b-it/ keep64.json -o gemma-4-64e-it/\n";
 
 static int keep_map(const char *model, const char *out, bool force) {
     mp_err err = {0};
     mp_gguf *g = NULL;
     mp_dropmap *m = NULL;
-    if (mp_gguf_open(&g, model, &err) || mp_dropmap_from_gguf(g, &m, &err) ||
+    bool st = mp_st_is_checkpoint_path(model);
+    if ((st ? mp_dropmap_from_safetensors(model, &m, &err)
+            : (mp_gguf_open(&g, model, &err) || mp_dropmap_from_gguf(g, &m, &err))) ||
         mp_dropmap_save(m, out, force, &err)) {
         mp_dropmap_free(m);
         mp_gguf_free(g);
@@ -86,7 +98,7 @@ int cmd_prune(int argc, char **argv) {
     if (!out) return cli_usage_error("prune", "-o OUT is required");
     if (want_keep_map) {
         if (optind != argc - 1)
-            return cli_usage_error("prune", "--keep-map takes one PRUNED.gguf");
+            return cli_usage_error("prune", "--keep-map takes one PRUNED.gguf or PRUNED_DIR");
         return keep_map(argv[optind], out, force);
     }
     if (optind != argc - 2)
@@ -94,8 +106,10 @@ int cmd_prune(int argc, char **argv) {
     p.overwrite = force;
     mp_err err = {0};
     mp_dropmap *m = NULL;
+    const char *model = argv[optind];
     if (mp_dropmap_load(&m, argv[optind + 1], &err) ||
-        mp_prune_gguf(argv[optind], m, out, &p, &err)) {
+        (mp_st_is_checkpoint_path(model) ? mp_prune_safetensors(model, m, out, &p, &err)
+                                         : mp_prune_gguf(model, m, out, &p, &err))) {
         mp_dropmap_free(m);
         return cli_fail("prune", &err);
     }

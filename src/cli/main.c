@@ -24,6 +24,7 @@ static const command commands[] = {
     {"plan", cmd_plan, "turn expert statistics into a drop map"},
     {"prune", cmd_prune, "remove (or zero) the experts a drop map drops"},
     {"logits", cmd_logits, "run token ids through the engine, write logits (and greedy tokens)"},
+    {"graft", cmd_graft, "merge the experts of several models of one base into one"},
 };
 
 static void usage(FILE *f) {
