@@ -406,6 +406,11 @@ typedef struct mp_prune_params {
  * complete. Memory use does not depend on the model size. */
 mp_status mp_prune_gguf(const char *in, const mp_dropmap *map, const char *out,
                         const mp_prune_params *p, mp_err *err);
+/* The map in terms of the original base's expert ids: `m` indexes the experts
+ * of a model that `base` already pruned (keep ids pass through base's keep
+ * list). Free with mp_dropmap_free. */
+mp_status mp_dropmap_compose(const mp_dropmap *base, const mp_dropmap *m, mp_dropmap **out,
+                             mp_err *err);
 /* Reads the drop map a pruned file records (moeprune.dropmap). */
 mp_status mp_dropmap_from_gguf(const mp_gguf *g, mp_dropmap **out, mp_err *err);
 

@@ -404,3 +404,49 @@ mp_status mp_context_apply_file_mask(mp_context *c, const mp_model *m, mp_err *e
     mp_dropmap_free(map);
     return s;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Composition                                                              */
+/* ------------------------------------------------------------------------ */
+
+mp_status mp_dropmap_compose(const mp_dropmap *base, const mp_dropmap *m, mp_dropmap **out,
+                             mp_err *err) {
+    mp_dropmap *c = mp_calloc(1, sizeof *c);
+    if (!c) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    c->n_layer = base->n_layer;
+    c->n_expert = base->n_expert;
+    c->n_expert_used = base->n_expert_used;
+    c->arch = mp_strdup(base->arch);
+    c->sha256 = base->sha256 ? mp_strdup(base->sha256) : NULL;
+    c->method = m->method ? mp_strdup(m->method) : NULL;
+    c->method_params = m->method_params ? mp_strdup(m->method_params) : NULL;
+    c->layers = mp_calloc((size_t)(m->n_layers ? m->n_layers : 1), sizeof *c->layers);
+    if (!c->arch || !c->layers || (base->sha256 && !c->sha256) || (m->method && !c->method) ||
+        (m->method_params && !c->method_params))
+        goto nomem;
+    for (int64_t i = 0; i < m->n_layers; i++) {
+        const mp_dropmap_layer *L = &m->layers[i], *B = mp_dropmap_find(base, L->layer);
+        mp_dropmap_layer *C = &c->layers[c->n_layers++];
+        C->layer = L->layer;
+        C->retained = -1;
+        if (!B || B->n_keep != L->n_keep + L->n_drop) {
+            mp_dropmap_free(c);
+            return mp_err_set(err, MP_ERR_CHECK, "layer %" PRId64 ": the recorded drop map keeps %"
+                              PRId64 " experts but the model has %" PRId64, L->layer,
+                              B ? B->n_keep : 0, L->n_keep + L->n_drop);
+        }
+        C->keep = mp_calloc((size_t)(L->n_keep ? L->n_keep : 1), sizeof *C->keep);
+        C->drop = mp_calloc((size_t)(base->n_expert - L->n_keep + 1), sizeof *C->drop);
+        if (!C->keep || !C->drop) goto nomem;
+        for (int64_t k = 0; k < L->n_keep; k++) C->keep[C->n_keep++] = B->keep[L->keep[k]];
+        for (int64_t e = 0, k = 0; e < base->n_expert; e++) {
+            if (k < C->n_keep && C->keep[k] == e) k++;
+            else C->drop[C->n_drop++] = (int32_t)e;
+        }
+    }
+    *out = c;
+    return MP_OK;
+nomem:
+    mp_dropmap_free(c);
+    return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+}

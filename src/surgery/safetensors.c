@@ -454,46 +454,6 @@ static mp_status check_map(const mp_dropmap *map, const st_layout *y, cJSON *con
     return MP_OK;
 }
 
-/* The map in terms of the original model's ids: `m` indexes the experts of a
- * checkpoint that `base` already pruned. (Same rule as prune.c's compose.) */
-static mp_status compose_maps(const mp_dropmap *base, const mp_dropmap *m, mp_dropmap **out,
-                              mp_err *err) {
-    mp_dropmap *c = mp_calloc(1, sizeof *c);
-    if (!c) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
-    *c = (mp_dropmap){.n_layer = base->n_layer, .n_expert = base->n_expert,
-                      .n_expert_used = base->n_expert_used};
-    c->arch = mp_strdup(base->arch);
-    c->sha256 = base->sha256 ? mp_strdup(base->sha256) : NULL;
-    c->method = m->method ? mp_strdup(m->method) : NULL;
-    c->method_params = m->method_params ? mp_strdup(m->method_params) : NULL;
-    c->layers = mp_calloc((size_t)(m->n_layers ? m->n_layers : 1), sizeof *c->layers);
-    if (!c->arch || !c->layers) goto nomem;
-    for (int64_t i = 0; i < m->n_layers; i++) {
-        const mp_dropmap_layer *L = &m->layers[i], *B = mp_dropmap_find(base, L->layer);
-        mp_dropmap_layer *C = &c->layers[c->n_layers++];
-        C->layer = L->layer;
-        C->retained = -1;
-        if (!B || B->n_keep != L->n_keep + L->n_drop) {
-            mp_dropmap_free(c);
-            return mp_err_set(err, MP_ERR_CHECK, "layer %" PRId64 ": the checkpoint's recorded "
-                              "drop map does not match its expert count", L->layer);
-        }
-        C->keep = mp_calloc((size_t)(L->n_keep ? L->n_keep : 1), sizeof *C->keep);
-        C->drop = mp_calloc((size_t)(base->n_expert - L->n_keep + 1), sizeof *C->drop);
-        if (!C->keep || !C->drop) goto nomem;
-        for (int64_t k = 0; k < L->n_keep; k++) C->keep[C->n_keep++] = B->keep[L->keep[k]];
-        for (int64_t e = 0, k = 0; e < base->n_expert; e++) {
-            if (k < C->n_keep && C->keep[k] == e) k++;
-            else C->drop[C->n_drop++] = (int32_t)e;
-        }
-    }
-    *out = c;
-    return MP_OK;
-nomem:
-    mp_dropmap_free(c);
-    return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
-}
-
 /* A NaN in a router would silently poison routing in every engine. */
 static mp_status check_finite(const mp_st_tensor *t, const char *path, mp_err *err) {
     int64_t n = mp_st_tensor_nelements(t);
@@ -919,7 +879,7 @@ mp_status mp_prune_safetensors(const char *in, const mp_dropmap *map, const char
     const mp_dropmap *record = map;
     if ((s = config_dropmap(config, dir, &base, err))) goto done;
     if (base) {
-        if ((s = compose_maps(base, map, &composed, err))) goto done;
+        if ((s = mp_dropmap_compose(base, map, &composed, err))) goto done;
         record = composed;
     }
     if (config && (s = update_config(config, dir, map->layers[0].n_keep, record, err)))
