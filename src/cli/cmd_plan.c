@@ -121,8 +121,8 @@ static void report(const mp_stats *s, const mp_dropmap *m, const mp_dropmap *cmp
             cJSON_AddItemToArray(layers, o);
         } else {
             printf("%5lld %7lld %5lld %7lld %10.4f %10.4f", (long long)L->layer,
-                   (long long)(L->n_keep + L->n_drop), (long long)L->n_keep,
-                   (long long)L->n_drop, rc, rs);
+                   (long long)(L->n_keep + L->n_drop), (long long)L->n_keep, (long long)L->n_drop,
+                   rc, rs);
             if (C) printf("  %lld of %lld", (long long)overlap(L, C), (long long)C->n_keep);
             printf("\n");
         }
@@ -148,16 +148,22 @@ static int64_t split_classes(char *list, const char **out) {
 }
 
 int cmd_plan(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"method", required_argument, NULL, 'm'},  {"keep", required_argument, NULL, 'k'},
-        {"drop", required_argument, NULL, 'd'},    {"retain", required_argument, NULL, 'r'},
-        {"per-layer", no_argument, NULL, 'p'},     {"global", no_argument, NULL, 'g'},
-        {"classes", required_argument, NULL, 'c'}, {"whitelist", no_argument, NULL, 'w'},
-        {"reasoning-class", required_argument, NULL, 'R'},
-        {"max-swaps", required_argument, NULL, 'S'},
-        {"compare", required_argument, NULL, 'C'}, {"json", no_argument, NULL, 'j'},
-        {"output", required_argument, NULL, 'o'},  {"force", no_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"method", required_argument, NULL, 'm'},
+                                         {"keep", required_argument, NULL, 'k'},
+                                         {"drop", required_argument, NULL, 'd'},
+                                         {"retain", required_argument, NULL, 'r'},
+                                         {"per-layer", no_argument, NULL, 'p'},
+                                         {"global", no_argument, NULL, 'g'},
+                                         {"classes", required_argument, NULL, 'c'},
+                                         {"whitelist", no_argument, NULL, 'w'},
+                                         {"reasoning-class", required_argument, NULL, 'R'},
+                                         {"max-swaps", required_argument, NULL, 'S'},
+                                         {"compare", required_argument, NULL, 'C'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"force", no_argument, NULL, 'f'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0, 0, 0, 0}};
     mp_plan_params p = {.method = MP_PLAN_METHOD_COUNT, .max_swaps = 3};
     long long keep = -1, drop = -1, v;
     double retain = -1;
@@ -171,8 +177,10 @@ int cmd_plan(int argc, char **argv) {
         switch (c) {
         case 'm':
             if (mp_plan_method_from_name(optarg) < 0)
-                return cli_usage_error("plan", "unknown method '%s' (frequency, utility, "
-                                       "contribution, multiclass, reap)", optarg);
+                return cli_usage_error("plan",
+                                       "unknown method '%s' (frequency, utility, "
+                                       "contribution, multiclass, reap)",
+                                       optarg);
             p.method = (mp_plan_method)mp_plan_method_from_name(optarg);
             break;
         case 'k':

@@ -79,17 +79,25 @@ int cmd_prune(int argc, char **argv) {
         case 'f': force = true; break;
         case 'k': want_keep_map = true; break;
         case 'm':
-            if (!strcmp(optarg, "remove")) p.mode = MP_PRUNE_REMOVE;
-            else if (!strcmp(optarg, "zero")) p.mode = MP_PRUNE_ZERO;
-            else return cli_usage_error("prune", "--mode: '%s' is not remove or zero", optarg);
+            if (!strcmp(optarg, "remove"))
+                p.mode = MP_PRUNE_REMOVE;
+            else if (!strcmp(optarg, "zero"))
+                p.mode = MP_PRUNE_ZERO;
+            else
+                return cli_usage_error("prune", "--mode: '%s' is not remove or zero", optarg);
             break;
         case 't':
-            if (!strcmp(optarg, "auto")) p.target = MP_TARGET_AUTO;
-            else if (!strcmp(optarg, "llama.cpp")) p.target = MP_TARGET_LLAMA_CPP;
-            else if (!strcmp(optarg, "moeprune")) p.target = MP_TARGET_MOEPRUNE;
+            if (!strcmp(optarg, "auto"))
+                p.target = MP_TARGET_AUTO;
+            else if (!strcmp(optarg, "llama.cpp"))
+                p.target = MP_TARGET_LLAMA_CPP;
+            else if (!strcmp(optarg, "moeprune"))
+                p.target = MP_TARGET_MOEPRUNE;
             else
-                return cli_usage_error("prune", "--target: '%s' is not auto, llama.cpp or "
-                                       "moeprune", optarg);
+                return cli_usage_error("prune",
+                                       "--target: '%s' is not auto, llama.cpp or "
+                                       "moeprune",
+                                       optarg);
             break;
         case 'h': fputs(help, stdout); return MP_EXIT_OK;
         default: return cli_usage_error("prune", "unknown option");
@@ -101,8 +109,7 @@ int cmd_prune(int argc, char **argv) {
             return cli_usage_error("prune", "--keep-map takes one PRUNED.gguf or PRUNED_DIR");
         return keep_map(argv[optind], out, force);
     }
-    if (optind != argc - 2)
-        return cli_usage_error("prune", "expected MODEL.gguf and DROPMAP.json");
+    if (optind != argc - 2) return cli_usage_error("prune", "expected MODEL.gguf and DROPMAP.json");
     p.overwrite = force;
     mp_err err = {0};
     mp_dropmap *m = NULL;

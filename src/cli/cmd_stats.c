@@ -10,7 +10,7 @@
 
 /* top-N sets compared between classes in the summary */
 #define SHOW_OVERLAP_TOP 32
-#define SHOW_TOP_SHARE 8
+#define SHOW_TOP_SHARE   8
 
 static const char *const help =
     "usage: moeprune stats merge A.stats B.stats [C.stats...] -o OUT.stats [--force]\n"
@@ -181,10 +181,14 @@ static int stats_show(int argc, char **argv) {
     bool json = false;
     const char *file = NULL;
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (argv[i][0] == '-') return cli_usage_error("stats", "unknown option %s", argv[i]);
-        else if (file) return cli_usage_error("stats", "show takes one FILE");
-        else file = argv[i];
+        if (!strcmp(argv[i], "--json"))
+            json = true;
+        else if (argv[i][0] == '-')
+            return cli_usage_error("stats", "unknown option %s", argv[i]);
+        else if (file)
+            return cli_usage_error("stats", "show takes one FILE");
+        else
+            file = argv[i];
     }
     if (!file) return cli_usage_error("stats", "show needs a FILE");
     mp_err err = {0};
@@ -198,7 +202,8 @@ static int stats_show(int argc, char **argv) {
     int rc = MP_EXIT_FAIL;
     if (all && buf) {
         for (int64_t c = 0; c < s->n_class; c++) all[c] = c;
-        if (json) rc = show_json(s, all, buf);
+        if (json)
+            rc = show_json(s, all, buf);
         else {
             show_human(s, all, buf);
             rc = MP_EXIT_OK;
@@ -211,17 +216,19 @@ static int stats_show(int argc, char **argv) {
 }
 
 static int stats_merge(int argc, char **argv) {
-    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
-                                         {"force", no_argument, NULL, 'f'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"force", no_argument, NULL, 'f'}, {0, 0, 0, 0}};
     const char *out = NULL;
     bool force = false;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:f", opts, NULL)) != -1) {
-        if (c == 'o') out = optarg;
-        else if (c == 'f') force = true;
-        else return cli_usage_error("stats", "unknown option");
+        if (c == 'o')
+            out = optarg;
+        else if (c == 'f')
+            force = true;
+        else
+            return cli_usage_error("stats", "unknown option");
     }
     if (!out) return cli_usage_error("stats", "merge needs -o OUT.stats");
     if (argc - optind < 2) return cli_usage_error("stats", "merge needs at least two files");
@@ -240,8 +247,10 @@ static int stats_merge(int argc, char **argv) {
             mp_stats_free(acc);
             return cli_fail("stats", &err);
         }
-        if (!acc) acc = s;
-        else mp_stats_free(s);
+        if (!acc)
+            acc = s;
+        else
+            mp_stats_free(s);
     }
     mp_status st = mp_stats_save(acc, out, force, &err);
     mp_stats_free(acc);

@@ -65,28 +65,35 @@ static char *str_field(const cJSON *o, const char *key) {
 static mp_status id_list(const cJSON *arr, const char *name, const char *what, int64_t layer,
                          int64_t n_expert, int32_t **ids, int64_t *n, mp_err *err) {
     if (!cJSON_IsArray(arr))
-        return mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 ": \"%s\" is missing or not "
-                          "an array", name, layer, what);
+        return mp_err_set(err, MP_ERR_FORMAT,
+                          "%s: layer %" PRId64 ": \"%s\" is missing or not "
+                          "an array",
+                          name, layer, what);
     int64_t cnt = cJSON_GetArraySize(arr);
     if (cnt > n_expert)
-        return mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 ": \"%s\" has %" PRId64
-                          " ids but the model has %" PRId64 " experts", name, layer, what, cnt,
-                          n_expert);
+        return mp_err_set(err, MP_ERR_FORMAT,
+                          "%s: layer %" PRId64 ": \"%s\" has %" PRId64
+                          " ids but the model has %" PRId64 " experts",
+                          name, layer, what, cnt, n_expert);
     *ids = mp_calloc((size_t)(cnt ? cnt : 1), sizeof **ids);
     if (!*ids) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", name);
     int64_t k = 0;
     const cJSON *v;
     cJSON_ArrayForEach(v, arr) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-            v->valuedouble < 0 || v->valuedouble >= (double)n_expert)
-            return mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 ": \"%s\"[%" PRId64
-                              "] = %g is not an expert id in 0..%" PRId64, name, layer, what, k,
-                              cJSON_IsNumber(v) ? v->valuedouble : NAN, n_expert - 1);
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < 0 ||
+            v->valuedouble >= (double)n_expert)
+            return mp_err_set(err, MP_ERR_FORMAT,
+                              "%s: layer %" PRId64 ": \"%s\"[%" PRId64
+                              "] = %g is not an expert id in 0..%" PRId64,
+                              name, layer, what, k, cJSON_IsNumber(v) ? v->valuedouble : NAN,
+                              n_expert - 1);
         int32_t id = (int32_t)v->valuedouble;
         if (k > 0 && id <= (*ids)[k - 1])
-            return mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 ": \"%s\" is not strictly "
-                              "ascending (%" PRId32 " after %" PRId32 ")%s", name, layer, what,
-                              id, (*ids)[k - 1], id == (*ids)[k - 1] ? ": duplicate id" : "");
+            return mp_err_set(err, MP_ERR_FORMAT,
+                              "%s: layer %" PRId64 ": \"%s\" is not strictly "
+                              "ascending (%" PRId32 " after %" PRId32 ")%s",
+                              name, layer, what, id, (*ids)[k - 1],
+                              id == (*ids)[k - 1] ? ": duplicate id" : "");
         (*ids)[k++] = id;
     }
     *n = k;
@@ -110,21 +117,27 @@ static mp_status parse_layer(const cJSON *o, const char *name, int64_t n_expert,
         L->drop = mp_calloc((size_t)(n_expert - L->n_keep + 1), sizeof *L->drop);
         if (!L->drop) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", name);
         for (int64_t e = 0, k = 0; e < n_expert; e++) {
-            if (k < L->n_keep && L->keep[k] == e) k++;
-            else L->drop[L->n_drop++] = (int32_t)e;
+            if (k < L->n_keep && L->keep[k] == e)
+                k++;
+            else
+                L->drop[L->n_drop++] = (int32_t)e;
         }
     }
     /* keep and drop are disjoint and cover 0..n_expert-1 */
     if (L->n_keep + L->n_drop != n_expert)
-        return mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 ": keep (%" PRId64
-                          ") + drop (%" PRId64 ") != n_expert (%" PRId64 ")", name, L->layer,
-                          L->n_keep, L->n_drop, n_expert);
+        return mp_err_set(err, MP_ERR_FORMAT,
+                          "%s: layer %" PRId64 ": keep (%" PRId64 ") + drop (%" PRId64
+                          ") != n_expert (%" PRId64 ")",
+                          name, L->layer, L->n_keep, L->n_drop, n_expert);
     for (int64_t a = 0, b = 0; a < L->n_keep && b < L->n_drop;) {
         if (L->keep[a] == L->drop[b])
-            return mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 ": expert %" PRId32
-                              " is both kept and dropped", name, L->layer, L->keep[a]);
-        if (L->keep[a] < L->drop[b]) a++;
-        else b++;
+            return mp_err_set(err, MP_ERR_FORMAT,
+                              "%s: layer %" PRId64 ": expert %" PRId32 " is both kept and dropped",
+                              name, L->layer, L->keep[a]);
+        if (L->keep[a] < L->drop[b])
+            a++;
+        else
+            b++;
     }
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(o, "retained");
     L->retained = cJSON_IsNumber(r) ? r->valuedouble : -1;
@@ -171,8 +184,10 @@ mp_status mp_dropmap_parse(mp_dropmap **out, const char *json, size_t len, const
             s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", name);
             goto fail;
         }
-        s = mp_err_set(err, MP_ERR_FORMAT, "%s: \"model\" needs \"arch\" (string) and "
-                       "\"n_layer\", \"n_expert\" (>= 1), \"n_expert_used\" (integers)", name);
+        s = mp_err_set(err, MP_ERR_FORMAT,
+                       "%s: \"model\" needs \"arch\" (string) and "
+                       "\"n_layer\", \"n_expert\" (>= 1), \"n_expert_used\" (integers)",
+                       name);
         goto fail;
     }
     m->sha256 = str_field(model, "sha256");
@@ -193,8 +208,9 @@ mp_status mp_dropmap_parse(mp_dropmap **out, const char *json, size_t len, const
     }
     int64_t n = cJSON_GetArraySize(layers);
     if (n > m->n_layer) {
-        s = mp_err_set(err, MP_ERR_FORMAT, "%s: %" PRId64 " layer entries for a %" PRId64
-                       "-layer model", name, n, m->n_layer);
+        s = mp_err_set(err, MP_ERR_FORMAT,
+                       "%s: %" PRId64 " layer entries for a %" PRId64 "-layer model", name, n,
+                       m->n_layer);
         goto fail;
     }
     if (!(m->layers = mp_calloc((size_t)(n ? n : 1), sizeof *m->layers))) {
@@ -211,8 +227,9 @@ mp_status mp_dropmap_parse(mp_dropmap **out, const char *json, size_t len, const
         }
         if ((s = parse_layer(lo, name, m->n_expert, L, err))) goto fail;
         if (L->layer >= m->n_layer) {
-            s = mp_err_set(err, MP_ERR_FORMAT, "%s: layer %" PRId64 " is out of range for a %"
-                           PRId64 "-layer model", name, L->layer, m->n_layer);
+            s = mp_err_set(err, MP_ERR_FORMAT,
+                           "%s: layer %" PRId64 " is out of range for a %" PRId64 "-layer model",
+                           name, L->layer, m->n_layer);
             goto fail;
         }
     }
@@ -268,26 +285,31 @@ static mp_status check_layout(const mp_dropmap *m, const char *path, const char 
         return mp_err_set(err, MP_ERR_CHECK, "drop map is for architecture '%s' but %s is '%s'",
                           m->arch, path, arch);
     if (m->n_layer != n_layer)
-        return mp_err_set(err, MP_ERR_CHECK, "drop map is for %" PRId64 " layers but %s has %" PRId64,
-                          m->n_layer, path, n_layer);
+        return mp_err_set(err, MP_ERR_CHECK,
+                          "drop map is for %" PRId64 " layers but %s has %" PRId64, m->n_layer,
+                          path, n_layer);
     for (int64_t l = 0; l < n_layer; l++) {
         const mp_dropmap_layer *L = mp_dropmap_find(m, l);
         int64_t x = n_expert[l];
         if (!L && x > 0)
-            return mp_err_set(err, MP_ERR_CHECK, "drop map has no entry for MoE layer %" PRId64
-                              " of %s", l, path);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "drop map has no entry for MoE layer %" PRId64 " of %s", l, path);
         if (!L) continue;
         if (x == 0)
-            return mp_err_set(err, MP_ERR_CHECK, "drop map has an entry for layer %" PRId64
-                              " but that layer of %s has no experts", l, path);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "drop map has an entry for layer %" PRId64
+                              " but that layer of %s has no experts",
+                              l, path);
         if (L->n_keep + L->n_drop != x)
-            return mp_err_set(err, MP_ERR_CHECK, "drop map layer %" PRId64 " covers %" PRId64
-                              " experts but %s has %" PRId64 " in that layer", l,
-                              L->n_keep + L->n_drop, path, x);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "drop map layer %" PRId64 " covers %" PRId64
+                              " experts but %s has %" PRId64 " in that layer",
+                              l, L->n_keep + L->n_drop, path, x);
         if (L->n_keep < (n_used > 0 ? n_used : 1))
-            return mp_err_set(err, MP_ERR_CHECK, "drop map layer %" PRId64 " keeps %" PRId64
-                              " experts, fewer than the %" PRId64 " used per token by %s", l,
-                              L->n_keep, n_used > 0 ? n_used : 1, path);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "drop map layer %" PRId64 " keeps %" PRId64
+                              " experts, fewer than the %" PRId64 " used per token by %s",
+                              l, L->n_keep, n_used > 0 ? n_used : 1, path);
     }
     return MP_OK;
 }
@@ -308,7 +330,6 @@ mp_status mp_dropmap_check(const mp_dropmap *m, const mp_gguf *model, mp_err *er
     mp_moe_info_free(moe);
     return s;
 }
-
 
 /* ------------------------------------------------------------------------ */
 /* Serialising                                                              */
@@ -431,17 +452,20 @@ mp_status mp_dropmap_compose(const mp_dropmap *base, const mp_dropmap *m, mp_dro
         C->retained = -1;
         if (!B || B->n_keep != L->n_keep + L->n_drop) {
             mp_dropmap_free(c);
-            return mp_err_set(err, MP_ERR_CHECK, "layer %" PRId64 ": the recorded drop map keeps %"
-                              PRId64 " experts but the model has %" PRId64, L->layer,
-                              B ? B->n_keep : 0, L->n_keep + L->n_drop);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "layer %" PRId64 ": the recorded drop map keeps %" PRId64
+                              " experts but the model has %" PRId64,
+                              L->layer, B ? B->n_keep : 0, L->n_keep + L->n_drop);
         }
         C->keep = mp_calloc((size_t)(L->n_keep ? L->n_keep : 1), sizeof *C->keep);
         C->drop = mp_calloc((size_t)(base->n_expert - L->n_keep + 1), sizeof *C->drop);
         if (!C->keep || !C->drop) goto nomem;
         for (int64_t k = 0; k < L->n_keep; k++) C->keep[C->n_keep++] = B->keep[L->keep[k]];
         for (int64_t e = 0, k = 0; e < base->n_expert; e++) {
-            if (k < C->n_keep && C->keep[k] == e) k++;
-            else C->drop[C->n_drop++] = (int32_t)e;
+            if (k < C->n_keep && C->keep[k] == e)
+                k++;
+            else
+                C->drop[C->n_drop++] = (int32_t)e;
         }
     }
     *out = c;

@@ -26,7 +26,7 @@
 #include "util/util.h"
 
 /* whitelist rule constants (the published utility recipe) */
-#define WHITELIST_MAX_AVG_RANK 2.0
+#define WHITELIST_MAX_AVG_RANK   2.0
 #define WHITELIST_MIN_SELECTIONS 10.0
 
 static const char *const method_names[MP_PLAN_METHOD_COUNT] = {
@@ -55,8 +55,8 @@ static mp_status select_classes(const mp_stats *s, const char *const *names, int
         return MP_OK;
     }
     if (n > s->n_class)
-        return mp_err_set(err, MP_ERR_ARG, "%" PRId64 " classes asked, the stats have %" PRId64,
-                          n, s->n_class);
+        return mp_err_set(err, MP_ERR_ARG, "%" PRId64 " classes asked, the stats have %" PRId64, n,
+                          s->n_class);
     for (int64_t i = 0; i < n; i++) {
         idx[i] = mp_stats_find_class(s, names[i]);
         if (idx[i] < 0) {
@@ -64,8 +64,8 @@ static mp_status select_classes(const mp_stats *s, const char *const *names, int
             for (int64_t c = 0; c < s->n_class; c++)
                 snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", c ? ", " : "",
                          s->classes[c]);
-            return mp_err_set(err, MP_ERR_ARG, "unknown class '%s' (the stats have: %s)",
-                              names[i], have);
+            return mp_err_set(err, MP_ERR_ARG, "unknown class '%s' (the stats have: %s)", names[i],
+                              have);
         }
     }
     *n_idx = n;
@@ -90,7 +90,8 @@ static void class_scores(const mp_stats *s, mp_plan_method m, int64_t layer, con
             freq += cnt;
             if (n_tok > 0) util += (cnt / n_tok) * (wsum / (cnt > 1 ? cnt : 1));
         }
-        for (int64_t i = 0; i < n_cls; i++) contrib += mp_stats_cell_at(s, layer, cls[i])->contrib[e];
+        for (int64_t i = 0; i < n_cls; i++)
+            contrib += mp_stats_cell_at(s, layer, cls[i])->contrib[e];
         switch (m) {
         case MP_PLAN_FREQUENCY: score[e] = freq; break;
         case MP_PLAN_UTILITY: score[e] = util; break;
@@ -100,8 +101,8 @@ static void class_scores(const mp_stats *s, mp_plan_method m, int64_t layer, con
     }
 }
 
-mp_status mp_plan_scores(const mp_stats *s, const mp_plan_params *p, int64_t layer,
-                         double *score, mp_err *err) {
+mp_status mp_plan_scores(const mp_stats *s, const mp_plan_params *p, int64_t layer, double *score,
+                         mp_err *err) {
     if (layer < 0 || layer >= s->n_layer || s->n_expert[layer] == 0)
         return mp_err_set(err, MP_ERR_ARG, "layer %" PRId64 " is not a MoE layer", layer);
     if ((int)p->method < 0 || p->method >= MP_PLAN_METHOD_COUNT)
@@ -171,11 +172,11 @@ static int64_t k_for_share(const ranked *order, int64_t x, double retain) {
 }
 
 typedef struct layer_plan {
-    int64_t x;      /* experts in the layer (0: dense) */
-    double *score;  /* [x] */
-    ranked *order;  /* [x] */
-    int64_t k;      /* experts to keep */
-    bool *keep;     /* [x] */
+    int64_t x;     /* experts in the layer (0: dense) */
+    double *score; /* [x] */
+    ranked *order; /* [x] */
+    int64_t k;     /* experts to keep */
+    bool *keep;    /* [x] */
 } layer_plan;
 
 /* Spreads keep * n_moe budget over layers by per-layer-normalised score. */
@@ -290,18 +291,24 @@ static mp_status check_params(const mp_stats *s, const mp_plan_params *p, int64_
         return mp_err_set(err, MP_ERR_ARG, "unknown budget %d", (int)p->budget);
     if (p->budget == MP_BUDGET_UNIFORM || p->budget == MP_BUDGET_GLOBAL) {
         if (p->keep > max_x || (p->budget == MP_BUDGET_UNIFORM && p->keep > min_x))
-            return mp_err_set(err, MP_ERR_ARG, "cannot keep %" PRId64 " experts: the model has %"
-                              PRId64 " per layer", p->keep, min_x);
+            return mp_err_set(err, MP_ERR_ARG,
+                              "cannot keep %" PRId64 " experts: the model has %" PRId64
+                              " per layer",
+                              p->keep, min_x);
         if (p->keep < s->n_expert_used)
-            return mp_err_set(err, MP_ERR_ARG, "cannot keep %" PRId64 " experts: fewer than the %"
-                              PRId64 " used per token", p->keep, s->n_expert_used);
+            return mp_err_set(err, MP_ERR_ARG,
+                              "cannot keep %" PRId64 " experts: fewer than the %" PRId64
+                              " used per token",
+                              p->keep, s->n_expert_used);
     } else if (!(p->retain > 0 && p->retain <= 1)) {
         return mp_err_set(err, MP_ERR_ARG, "retain share %g is not in (0, 1]", p->retain);
     }
     bool passes = p->whitelist || p->reasoning_class;
     if (passes && p->method != MP_PLAN_UTILITY)
-        return mp_err_set(err, MP_ERR_ARG, "--whitelist and --reasoning-class apply to the utility "
-                          "method, not %s", mp_plan_method_name(p->method));
+        return mp_err_set(err, MP_ERR_ARG,
+                          "--whitelist and --reasoning-class apply to the utility "
+                          "method, not %s",
+                          mp_plan_method_name(p->method));
     if (p->reasoning_class && mp_stats_find_class(s, p->reasoning_class) < 0)
         return mp_err_set(err, MP_ERR_ARG, "unknown reasoning class '%s'", p->reasoning_class);
     return MP_OK;
@@ -318,10 +325,10 @@ static mp_status to_dropmap(const mp_stats *s, const mp_plan_params *p, layer_pl
     m->method = mp_strdup(mp_plan_method_name(p->method));
     char params[512];
     int o = snprintf(params, sizeof params, "{\"budget\":\"%s\"",
-                     p->budget == MP_BUDGET_UNIFORM   ? "uniform"
-                     : p->budget == MP_BUDGET_RETAIN  ? "retain"
-                     : p->budget == MP_BUDGET_GLOBAL  ? "global"
-                                                      : "retain-per-layer");
+                     p->budget == MP_BUDGET_UNIFORM  ? "uniform"
+                     : p->budget == MP_BUDGET_RETAIN ? "retain"
+                     : p->budget == MP_BUDGET_GLOBAL ? "global"
+                                                     : "retain-per-layer");
     if (p->budget == MP_BUDGET_UNIFORM || p->budget == MP_BUDGET_GLOBAL)
         o += snprintf(params + o, sizeof params - (size_t)o, ",\"keep\":%" PRId64, p->keep);
     else
@@ -367,8 +374,7 @@ nomem:
     return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
 }
 
-mp_status mp_plan_make(const mp_stats *s, const mp_plan_params *p, mp_dropmap **out,
-                       mp_err *err) {
+mp_status mp_plan_make(const mp_stats *s, const mp_plan_params *p, mp_dropmap **out, mp_err *err) {
     int64_t min_x = INT64_MAX, max_x = 0;
     for (int64_t l = 0; l < s->n_layer; l++)
         if (s->n_expert[l]) {

@@ -20,11 +20,11 @@
 
 #include "util/util.h"
 
-#define STATS_TYPE "moeprune-stats"
+#define STATS_TYPE    "moeprune-stats"
 #define STATS_VERSION 1
 /* bounds for what a stats file may ask us to allocate */
 #define STATS_MAX_CLASSES 4096
-#define STATS_MAX_EXPERT 65536
+#define STATS_MAX_EXPERT  65536
 
 static const char *const field_names[4] = {"count", "weight_sum", "contrib", "contrib_sq"};
 
@@ -102,14 +102,16 @@ mp_status mp_stats_create(mp_stats **out, const char *arch, int64_t n_layer,
                           const int64_t *n_expert, int64_t n_expert_used,
                           const char *const *classes, int64_t n_class, mp_err *err) {
     if (n_layer < 1 || n_expert_used < 1 || n_class < 1 || n_class > STATS_MAX_CLASSES)
-        return mp_err_set(err, MP_ERR_ARG, "stats: invalid layout (n_layer %" PRId64
-                          ", k %" PRId64 ", %" PRId64 " classes)", n_layer, n_expert_used,
-                          n_class);
+        return mp_err_set(err, MP_ERR_ARG,
+                          "stats: invalid layout (n_layer %" PRId64 ", k %" PRId64 ", %" PRId64
+                          " classes)",
+                          n_layer, n_expert_used, n_class);
     for (int64_t l = 0; l < n_layer; l++)
         if (n_expert[l] < 0 || n_expert[l] > STATS_MAX_EXPERT ||
             (n_expert[l] > 0 && n_expert[l] < n_expert_used))
-            return mp_err_set(err, MP_ERR_ARG, "stats: layer %" PRId64 " has %" PRId64
-                              " experts (k = %" PRId64 ")", l, n_expert[l], n_expert_used);
+            return mp_err_set(err, MP_ERR_ARG,
+                              "stats: layer %" PRId64 " has %" PRId64 " experts (k = %" PRId64 ")",
+                              l, n_expert[l], n_expert_used);
     mp_stats *s = mp_calloc(1, sizeof *s);
     if (!s) return mp_err_set(err, MP_ERR_NOMEM, "stats: out of memory");
     s->n_layer = n_layer;
@@ -160,8 +162,8 @@ mp_status mp_stats_save(const mp_stats *s, const char *path, bool overwrite, mp_
         st = mp_gguf_writer_kv_arr(w, "moeprune.stats.n_expert", MP_GGUF_UINT32, tmp,
                                    (uint64_t)s->n_layer, err);
     if (!st)
-        st = mp_gguf_writer_kv_arr_str(w, "moeprune.stats.classes",
-                                       (const char *const *)s->classes, (uint64_t)s->n_class, err);
+        st = mp_gguf_writer_kv_arr_str(w, "moeprune.stats.classes", (const char *const *)s->classes,
+                                       (uint64_t)s->n_class, err);
     for (int64_t c = 0; c < s->n_class; c++) {
         uint64_t u;
         memcpy(&u, &s->class_tokens[c], 8);
@@ -222,21 +224,22 @@ static mp_status load_cells(const mp_gguf *g, mp_stats *s, mp_err *err) {
                 const mp_gguf_tensor *t = mp_gguf_find_tensor(g, name);
                 int64_t n = s->n_expert[l] * (f < 2 ? s->n_expert_used : 1);
                 if (!t)
-                    return mp_err_set(err, MP_ERR_FORMAT, "%s: tensor '%s' is missing", path,
-                                      name);
+                    return mp_err_set(err, MP_ERR_FORMAT, "%s: tensor '%s' is missing", path, name);
                 if (t->type != MP_TYPE_F64 || mp_tensor_nelements(t) != n ||
                     t->ne[0] != s->n_expert[l])
-                    return mp_err_set(err, MP_ERR_FORMAT, "%s: tensor '%s' is %s {%" PRId64
-                                      ", %" PRId64 "}, expected F64 with %" PRId64 " elements",
+                    return mp_err_set(err, MP_ERR_FORMAT,
+                                      "%s: tensor '%s' is %s {%" PRId64 ", %" PRId64
+                                      "}, expected F64 with %" PRId64 " elements",
                                       path, name, mp_type_name(t->type), t->ne[0], t->ne[1], n);
                 double *v = cell_field(mp_stats_cell_at(s, l, c), f);
                 for (int64_t i = 0; i < n; i++) {
                     uint64_t u = mp_load_u64((const uint8_t *)t->data + 8 * i);
                     memcpy(&v[i], &u, 8);
                     if (!isfinite(v[i]) || v[i] < 0)
-                        return mp_err_set(err, MP_ERR_FORMAT, "%s: tensor '%s'[%" PRId64
-                                          "] = %g: statistics are finite and >= 0", path, name,
-                                          i, v[i]);
+                        return mp_err_set(err, MP_ERR_FORMAT,
+                                          "%s: tensor '%s'[%" PRId64
+                                          "] = %g: statistics are finite and >= 0",
+                                          path, name, i, v[i]);
                 }
             }
     }
@@ -259,15 +262,19 @@ mp_status mp_stats_load(mp_stats **out, const char *path, mp_err *err) {
         goto done;
     }
     if (ts || strcmp(type, STATS_TYPE)) {
-        st = mp_err_set(err, MP_ERR_FORMAT, "%s: not a moeprune stats file (general.type is %s%s%s"
-                        ", expected \"%s\")", path, type ? "\"" : "", type ? type : "missing",
-                        type ? "\"" : "", STATS_TYPE);
+        st = mp_err_set(err, MP_ERR_FORMAT,
+                        "%s: not a moeprune stats file (general.type is %s%s%s"
+                        ", expected \"%s\")",
+                        path, type ? "\"" : "", type ? type : "missing", type ? "\"" : "",
+                        STATS_TYPE);
         goto done;
     }
     if ((st = mp_gguf_key_uint(g, "moeprune.stats.version", &version, err))) goto done;
     if (version != STATS_VERSION) {
-        st = mp_err_set(err, MP_ERR_UNSUPPORTED, "%s: stats version %" PRIu64 " (this moeprune "
-                        "reads version %d)", path, version, STATS_VERSION);
+        st = mp_err_set(err, MP_ERR_UNSUPPORTED,
+                        "%s: stats version %" PRIu64 " (this moeprune "
+                        "reads version %d)",
+                        path, version, STATS_VERSION);
         goto done;
     }
     if ((st = key_str(g, "moeprune.stats.arch", &arch, err)) ||
@@ -279,12 +286,13 @@ mp_status mp_stats_load(mp_stats **out, const char *path, mp_err *err) {
     int64_t it = mp_gguf_find_key(g, "moeprune.stats.class_tokens");
     n_class = ic >= 0 ? mp_gguf_arr_len(g, ic) : 0;
     if (n_layer < 1 || n_layer > 100000 || ie < 0 || mp_gguf_arr_len(g, ie) != n_layer ||
-        n_class < 1 || n_class > STATS_MAX_CLASSES || it < 0 ||
-        mp_gguf_arr_len(g, it) != n_class || k < 1 || k > STATS_MAX_EXPERT) {
-        st = mp_err_set(err, MP_ERR_FORMAT, "%s: inconsistent layout: n_layer %" PRIu64
-                        ", n_expert_used %" PRIu64 ", n_expert array of %" PRIu64 ", %" PRIu64
-                        " classes with %" PRIu64 " token counts", path, n_layer, k,
-                        ie >= 0 ? mp_gguf_arr_len(g, ie) : 0, n_class,
+        n_class < 1 || n_class > STATS_MAX_CLASSES || it < 0 || mp_gguf_arr_len(g, it) != n_class ||
+        k < 1 || k > STATS_MAX_EXPERT) {
+        st = mp_err_set(err, MP_ERR_FORMAT,
+                        "%s: inconsistent layout: n_layer %" PRIu64 ", n_expert_used %" PRIu64
+                        ", n_expert array of %" PRIu64 ", %" PRIu64 " classes with %" PRIu64
+                        " token counts",
+                        path, n_layer, k, ie >= 0 ? mp_gguf_arr_len(g, ie) : 0, n_class,
                         it >= 0 ? mp_gguf_arr_len(g, it) : 0);
         goto done;
     }
@@ -359,19 +367,23 @@ done:
 mp_status mp_stats_merge(mp_stats *dst, const mp_stats *src, mp_err *err) {
     if (strcmp(dst->arch, src->arch) || dst->n_layer != src->n_layer ||
         dst->n_expert_used != src->n_expert_used)
-        return mp_err_set(err, MP_ERR_CHECK, "stats come from different models: %s with %" PRId64
+        return mp_err_set(err, MP_ERR_CHECK,
+                          "stats come from different models: %s with %" PRId64
                           " layers, top-%" PRId64 " vs %s with %" PRId64 " layers, top-%" PRId64,
                           dst->arch, dst->n_layer, dst->n_expert_used, src->arch, src->n_layer,
                           src->n_expert_used);
     if (dst->model_sha256[0] && src->model_sha256[0] &&
         strcmp(dst->model_sha256, src->model_sha256))
-        return mp_err_set(err, MP_ERR_CHECK, "stats come from different model files (sha256 %.16s"
-                          "... vs %.16s...)", dst->model_sha256, src->model_sha256);
+        return mp_err_set(err, MP_ERR_CHECK,
+                          "stats come from different model files (sha256 %.16s"
+                          "... vs %.16s...)",
+                          dst->model_sha256, src->model_sha256);
     for (int64_t l = 0; l < dst->n_layer; l++)
         if (dst->n_expert[l] != src->n_expert[l])
-            return mp_err_set(err, MP_ERR_CHECK, "stats layouts differ: layer %" PRId64 " has %"
-                              PRId64 " vs %" PRId64 " experts", l, dst->n_expert[l],
-                              src->n_expert[l]);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "stats layouts differ: layer %" PRId64 " has %" PRId64 " vs %" PRId64
+                              " experts",
+                              l, dst->n_expert[l], src->n_expert[l]);
     /* classes of src that dst lacks are added first, so nothing is half-merged */
     for (int64_t c = 0; c < src->n_class; c++)
         if (mp_stats_find_class(dst, src->classes[c]) < 0 && !add_class(dst, src->classes[c]))

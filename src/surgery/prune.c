@@ -24,8 +24,8 @@
 #include "arch/arch.h"
 #include "util/util.h"
 
-#define KEY_DROPMAP "moeprune.dropmap"
-#define KEY_MODE "moeprune.prune_mode"
+#define KEY_DROPMAP   "moeprune.dropmap"
+#define KEY_MODE      "moeprune.prune_mode"
 #define KEY_PER_LAYER "moeprune.expert_count_per_layer"
 /* Unsliced tensors are copied in chunks of this size, then their pages released. */
 #define COPY_CHUNK ((size_t)64 << 20)
@@ -76,8 +76,9 @@ static mp_status check_finite(const mp_gguf_tensor *t, const char *path, mp_err 
                   : t->type == MP_TYPE_F16 ? mp_f16_to_f32(mp_load_u16(p))
                                            : mp_bf16_to_f32(mp_load_u16(p));
         if (!isfinite(v))
-            return mp_err_set(err, MP_ERR_CHECK, "%s: tensor '%s': element %" PRId64
-                              " is not finite (%g)", path, t->name, i, v);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "%s: tensor '%s': element %" PRId64 " is not finite (%g)", path,
+                              t->name, i, v);
     }
     return MP_OK;
 }
@@ -106,8 +107,10 @@ static mp_status write_tensor(mp_gguf_writer *w, const mp_gguf *g, const plan_te
 mp_status mp_dropmap_from_gguf(const mp_gguf *g, mp_dropmap **out, mp_err *err) {
     int64_t i = mp_gguf_find_key(g, KEY_DROPMAP);
     if (i < 0)
-        return mp_err_set(err, MP_ERR_NOT_FOUND, "%s: no %s key: the file was not pruned by "
-                          "moeprune", mp_gguf_path(g), KEY_DROPMAP);
+        return mp_err_set(err, MP_ERR_NOT_FOUND,
+                          "%s: no %s key: the file was not pruned by "
+                          "moeprune",
+                          mp_gguf_path(g), KEY_DROPMAP);
     const char *s;
     size_t n;
     mp_status st = mp_gguf_get_str(g, i, 0, &s, &n, err);
@@ -120,8 +123,8 @@ mp_status mp_dropmap_from_gguf(const mp_gguf *g, mp_dropmap **out, mp_err *err) 
 /* Declares the KV pairs of the output: the input's, with the expert counts
  * rewritten and moeprune's own keys replaced. */
 static mp_status write_metadata(mp_gguf_writer *w, const mp_gguf *g, const mp_moe_info *moe,
-                                const mp_dropmap *record, const mp_dropmap *m,
-                                mp_prune_mode mode, bool per_layer, mp_err *err) {
+                                const mp_dropmap *record, const mp_dropmap *m, mp_prune_mode mode,
+                                bool per_layer, mp_err *err) {
     char k_count[96], k_used[96];
     snprintf(k_count, sizeof k_count, "%s.expert_count", moe->arch);
     snprintf(k_used, sizeof k_used, "%s.expert_used_count", moe->arch);
@@ -152,8 +155,8 @@ static mp_status write_metadata(mp_gguf_writer *w, const mp_gguf *g, const mp_mo
         uint8_t *le = mp_malloc((size_t)moe->n_layer * 4);
         if (le) {
             for (int64_t l = 0; l < moe->n_layer; l++) mp_store_u32(le + 4 * l, counts[l]);
-            s = mp_gguf_writer_kv_arr(w, KEY_PER_LAYER, MP_GGUF_UINT32, le,
-                                      (uint64_t)moe->n_layer, err);
+            s = mp_gguf_writer_kv_arr(w, KEY_PER_LAYER, MP_GGUF_UINT32, le, (uint64_t)moe->n_layer,
+                                      err);
         } else {
             s = mp_err_set(err, MP_ERR_NOMEM, "out of memory");
         }
@@ -184,9 +187,10 @@ static mp_status plan_tensors(const mp_gguf *g, const mp_moe_info *moe, const mp
         plan[i].L = mp_dropmap_find(m, l);
         plan[i].n_expert = ML->n_expert;
         if (t->nbytes % (uint64_t)ML->n_expert != 0)
-            return mp_err_set(err, MP_ERR_FORMAT, "%s: tensor '%s': %" PRIu64 " bytes do not "
-                              "split into %" PRId64 " experts", mp_gguf_path(g), t->name,
-                              t->nbytes, ML->n_expert);
+            return mp_err_set(err, MP_ERR_FORMAT,
+                              "%s: tensor '%s': %" PRIu64 " bytes do not "
+                              "split into %" PRId64 " experts",
+                              mp_gguf_path(g), t->name, t->nbytes, ML->n_expert);
         if (ML->router == t) {
             mp_status s = check_finite(t, mp_gguf_path(g), err);
             if (s) return s;
@@ -215,7 +219,8 @@ mp_status mp_prune_gguf(const char *in, const mp_dropmap *map, const char *out,
         if (map->layers[i].n_keep != map->layers[0].n_keep) {
             uniform = false;
             if (p->target == MP_TARGET_LLAMA_CPP) {
-                s = mp_err_set(err, MP_ERR_ARG, "the drop map keeps %" PRId64 " experts in layer "
+                s = mp_err_set(err, MP_ERR_ARG,
+                               "the drop map keeps %" PRId64 " experts in layer "
                                "%" PRId64 " but %" PRId64 " in layer %" PRId64 ": llama.cpp and "
                                "ollama need one expert count for every layer (use --target "
                                "moeprune, or plan with a uniform budget)",
@@ -234,8 +239,10 @@ mp_status mp_prune_gguf(const char *in, const mp_dropmap *map, const char *out,
         size_t mode_n = 0;
         if (mi >= 0) mp_gguf_get_str(g, mi, 0, &mode_s, &mode_n, NULL);
         if (mode_n == 4 && !memcmp(mode_s, "zero", 4)) {
-            s = mp_err_set(err, MP_ERR_UNSUPPORTED, "%s: was pruned with --mode zero; prune the "
-                           "original model instead", in);
+            s = mp_err_set(err, MP_ERR_UNSUPPORTED,
+                           "%s: was pruned with --mode zero; prune the "
+                           "original model instead",
+                           in);
             goto done;
         }
         if ((s = mp_dropmap_from_gguf(g, &base, err)) ||

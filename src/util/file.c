@@ -37,8 +37,8 @@ mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, b
     }
     snprintf(tmp, n, "%s/.%s.XXXXXX", dir, base);
     if ((fd = mkstemp(tmp)) < 0) {
-        s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path,
-                       dir, strerror(errno));
+        s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path, dir,
+                       strerror(errno));
         mp_free(tmp);
         tmp = NULL;
         goto done;

@@ -50,7 +50,8 @@ int main(int argc, char **argv) {
                     cell->count[j] = (double)(mp_test_rand(&rng) % 50);
                     cell->weight_sum[j] = cell->count[j] * 0.3;
                 }
-                for (int e = 0; e < 16; e++) cell->contrib[e] = 1 + (double)(mp_test_rand(&rng) % 100);
+                for (int e = 0; e < 16; e++)
+                    cell->contrib[e] = 1 + (double)(mp_test_rand(&rng) % 100);
                 ss[i]->class_tokens[c] = 500;
             }
     CHECK_STATUS(MP_OK, mp_stats_save(a, sa, false, &err), &err);
@@ -81,13 +82,17 @@ int main(int argc, char **argv) {
     mp_dropmap_free(want);
 
     /* --compare shows the overlap; an existing map is not replaced without -f */
-    snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method utility --keep 8 --compare frequency -o '%s'"
-             " 2>&1", cli, sa, map);
+    snprintf(cmd, sizeof cmd,
+             "'%s' plan '%s' --method utility --keep 8 --compare frequency -o '%s'"
+             " 2>&1",
+             cli, sa, map);
     CHECK_INT(1, run(cmd, &out));
     CHECK(out && strstr(out, "exists"));
     free(out);
-    snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method utility --keep 8 --compare frequency -o '%s'"
-             " -f", cli, sa, map);
+    snprintf(cmd, sizeof cmd,
+             "'%s' plan '%s' --method utility --keep 8 --compare frequency -o '%s'"
+             " -f",
+             cli, sa, map);
     CHECK_INT(0, run(cmd, &out));
     CHECK(out && strstr(out, "overlap with frequency") && strstr(out, "kept 16 of 32"));
     free(out);
@@ -101,8 +106,10 @@ int main(int argc, char **argv) {
     snprintf(cmd, sizeof cmd, "'%s' plan '%s' --keep 8 -o '%s' -f 2>&1", cli, sa, map);
     CHECK_INT(2, run(cmd, &out));
     free(out);
-    snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method frequency --keep 8 --classes poetry -o '%s' -f"
-             " 2>&1", cli, sa, map);
+    snprintf(cmd, sizeof cmd,
+             "'%s' plan '%s' --method frequency --keep 8 --classes poetry -o '%s' -f"
+             " 2>&1",
+             cli, sa, map);
     CHECK_INT(1, run(cmd, &out));
     CHECK(out && strstr(out, "poetry"));
     free(out);
@@ -118,7 +125,8 @@ int main(int argc, char **argv) {
           cJSON_GetArraySize(cJSON_GetObjectItem(jl, "reap")) == 16);
     double c3 = 0;
     for (int r = 0; r < 4; r++)
-        c3 += mp_stats_cell_at(a, 1, 0)->count[r * 16 + 3] + mp_stats_cell_at(a, 1, 1)->count[r * 16 + 3];
+        c3 += mp_stats_cell_at(a, 1, 0)->count[r * 16 + 3] +
+              mp_stats_cell_at(a, 1, 1)->count[r * 16 + 3];
     CHECK(jl && cJSON_GetArrayItem(cJSON_GetObjectItem(jl, "count"), 3)->valuedouble == c3);
     CHECK(j && cJSON_GetObjectItem(cJSON_GetObjectItem(j, "per_class"), "code") != NULL);
     cJSON_Delete(j);

@@ -6,10 +6,12 @@
 
 #include "testutil.h"
 
-#define HEAD "{\"format\":\"moeprune.dropmap/1\",\"model\":{\"arch\":\"gemma4\",\"n_layer\":4," \
-             "\"n_expert\":16,\"n_expert_used\":4},"
-#define L4 "\"layers\":[{\"layer\":0,\"keep\":[0,1,2,3]},{\"layer\":1,\"keep\":[4,5,6,7]}," \
-           "{\"layer\":2,\"keep\":[8,9,10,11]},{\"layer\":3,\"keep\":[12,13,14,15]}]}"
+#define HEAD                                                                                       \
+    "{\"format\":\"moeprune.dropmap/1\",\"model\":{\"arch\":\"gemma4\",\"n_layer\":4,"             \
+    "\"n_expert\":16,\"n_expert_used\":4},"
+#define L4                                                                                         \
+    "\"layers\":[{\"layer\":0,\"keep\":[0,1,2,3]},{\"layer\":1,\"keep\":[4,5,6,7]},"               \
+    "{\"layer\":2,\"keep\":[8,9,10,11]},{\"layer\":3,\"keep\":[12,13,14,15]}]}"
 
 typedef struct bad_case {
     const char *json;
@@ -42,11 +44,14 @@ static const bad_case cases[] = {
           "{\"layer\":2,\"keep\":[8,9,10,11]},{\"layer\":3,\"keep\":[12,13,14,15]}]}",
      MP_OK, MP_ERR_CHECK, "fewer than the 4 used"},
     {"{\"format\":\"moeprune.dropmap/1\",\"model\":{\"arch\":\"qwen3moe\",\"n_layer\":4,"
-     "\"n_expert\":16,\"n_expert_used\":4}," L4, MP_OK, MP_ERR_CHECK, "qwen3moe"},
+     "\"n_expert\":16,\"n_expert_used\":4}," L4,
+     MP_OK, MP_ERR_CHECK, "qwen3moe"},
     {"{\"format\":\"moeprune.dropmap/1\",\"model\":{\"arch\":\"gemma4\",\"n_layer\":5,"
-     "\"n_expert\":16,\"n_expert_used\":4}," L4, MP_OK, MP_ERR_CHECK, "5 layers"},
+     "\"n_expert\":16,\"n_expert_used\":4}," L4,
+     MP_OK, MP_ERR_CHECK, "5 layers"},
     {"{\"format\":\"moeprune.dropmap/1\",\"model\":{\"arch\":\"gemma4\",\"n_layer\":4,"
-     "\"n_expert\":32,\"n_expert_used\":4}," L4, MP_OK, MP_ERR_CHECK, "covers 32"},
+     "\"n_expert\":32,\"n_expert_used\":4}," L4,
+     MP_OK, MP_ERR_CHECK, "covers 32"},
     {HEAD L4, MP_OK, MP_OK, NULL},
 };
 
@@ -54,8 +59,10 @@ int main(void) {
     char buf[512];
     mp_err err = {0};
     mp_gguf *g = NULL;
-    CHECK_STATUS(MP_OK, mp_gguf_open(&g, mp_test_data(buf, sizeof buf,
-                        "gemma4-tiny-a/tiny-a-q8_0.gguf"), &err), &err);
+    CHECK_STATUS(
+        MP_OK,
+        mp_gguf_open(&g, mp_test_data(buf, sizeof buf, "gemma4-tiny-a/tiny-a-q8_0.gguf"), &err),
+        &err);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const bad_case *c = &cases[i];
         mp_dropmap *m = NULL;
@@ -68,8 +75,8 @@ int main(void) {
                       err.msg);
         }
         if (c->needle)
-            CHECK_MSG(strstr(err.msg, c->needle) != NULL, "case %zu: '%s' not in: %s", i,
-                      c->needle, err.msg);
+            CHECK_MSG(strstr(err.msg, c->needle) != NULL, "case %zu: '%s' not in: %s", i, c->needle,
+                      err.msg);
         if (s != MP_OK && c->parse_status != MP_OK)
             CHECK_MSG(strstr(err.msg, "map.json") != NULL, "case %zu: no file name: %s", i,
                       err.msg);

@@ -135,9 +135,11 @@ static void test_whitelist(void) {
     if (!s) return;
     s->class_tokens[0] = 1000;
     const mp_stats_cell *c = mp_stats_cell_at(s, 0, 0);
-    const struct { int e, rank; double n, mean; } sel[8] = {
-        {0, 1, 200, .3}, {1, 2, 300, .15}, {2, 1, 150, .3}, {3, 3, 400, .1},
-        {4, 3, 100, .1}, {5, 3, 300, .1},  {6, 0, 9, .9},   {7, 0, 12, .1}};
+    const struct {
+        int e, rank;
+        double n, mean;
+    } sel[8] = {{0, 1, 200, .3}, {1, 2, 300, .15}, {2, 1, 150, .3}, {3, 3, 400, .1},
+                {4, 3, 100, .1}, {5, 3, 300, .1},  {6, 0, 9, .9},   {7, 0, 12, .1}};
     for (int i = 0; i < 8; i++) {
         c->count[sel[i].rank * 8 + sel[i].e] = sel[i].n;
         c->weight_sum[sel[i].rank * 8 + sel[i].e] = sel[i].n * sel[i].mean;
@@ -196,8 +198,8 @@ static void test_reasoning(void) {
     if (m) CHECK_INT(BIT(0) | BIT(4) | BIT(5), keep_mask(m, 0));
     mp_dropmap_free(m);
     mp_dropmap *none = NULL;
-    p = (mp_plan_params){.method = MP_PLAN_UTILITY, .keep = 3, .reasoning_class = "poetry",
-                         .max_swaps = 3};
+    p = (mp_plan_params){
+        .method = MP_PLAN_UTILITY, .keep = 3, .reasoning_class = "poetry", .max_swaps = 3};
     CHECK_STATUS(MP_ERR_ARG, mp_plan_make(s, &p, &none, &err), &err);
     mp_stats_free(s);
 }
@@ -301,14 +303,16 @@ static void test_retain_rule(uint64_t *rng) {
             }
             if (ok) want = k;
         }
-        mp_plan_params p = {.method = MP_PLAN_CONTRIBUTION, .budget = MP_BUDGET_RETAIN,
-                            .retain = t};
+        mp_plan_params p = {
+            .method = MP_PLAN_CONTRIBUTION, .budget = MP_BUDGET_RETAIN, .retain = t};
         mp_dropmap *m = plan(s, p);
         for (int64_t i = 0; m && i < m->n_layers; i++) {
             int64_t x = ne[m->layers[i].layer];
-            CHECK_MSG(m->layers[i].n_keep == (want < x ? want : x), "trial %d layer %lld: kept %lld,"
-                      " brute force says %lld", trial, (long long)m->layers[i].layer,
-                      (long long)m->layers[i].n_keep, (long long)want);
+            CHECK_MSG(m->layers[i].n_keep == (want < x ? want : x),
+                      "trial %d layer %lld: kept %lld,"
+                      " brute force says %lld",
+                      trial, (long long)m->layers[i].layer, (long long)m->layers[i].n_keep,
+                      (long long)want);
             CHECK(m->layers[i].retained >= t || m->layers[i].n_keep == x);
         }
         mp_dropmap_free(m);

@@ -28,7 +28,8 @@ static void fill(mp_stats *s, uint64_t *rng) {
             }
         }
     }
-    for (int64_t c = 0; c < s->n_class; c++) s->class_tokens[c] = (double)(mp_test_rand(rng) % 5000);
+    for (int64_t c = 0; c < s->n_class; c++)
+        s->class_tokens[c] = (double)(mp_test_rand(rng) % 5000);
 }
 
 static bool same(const mp_stats *a, const mp_stats *b, double tol) {
@@ -103,8 +104,7 @@ int main(int argc, char **argv) {
     fill(c3, &rng);
     CHECK_STATUS(MP_OK, mp_stats_merge(back, c3, &err), &err);
     CHECK_INT(3, back->n_class);
-    CHECK(mp_stats_find_class(back, "logic") == 2 &&
-          back->class_tokens[2] == c3->class_tokens[0] &&
+    CHECK(mp_stats_find_class(back, "logic") == 2 && back->class_tokens[2] == c3->class_tokens[0] &&
           mp_stats_cell_at(back, 2, 2)->contrib[5] == mp_stats_cell_at(c3, 2, 0)->contrib[5]);
 
     /* other models are refused and leave dst unchanged */
@@ -131,8 +131,10 @@ int main(int argc, char **argv) {
     /* broken files: not a stats file, a model file, a stats file with a bad value */
     mp_stats *bad = NULL;
     char fx[512];
-    CHECK_STATUS(MP_ERR_FORMAT, mp_stats_load(&bad, mp_test_data(fx, sizeof fx,
-                 "gemma4-tiny-a/tiny-a-q8_0.gguf"), &err), &err);
+    CHECK_STATUS(
+        MP_ERR_FORMAT,
+        mp_stats_load(&bad, mp_test_data(fx, sizeof fx, "gemma4-tiny-a/tiny-a-q8_0.gguf"), &err),
+        &err);
     CHECK(strstr(err.msg, "not a moeprune stats file") && strstr(err.msg, "tiny-a-q8_0.gguf"));
     mp_stats_cell_at(a, 0, 1)->contrib[3] = -1;
     CHECK_STATUS(MP_OK, mp_stats_save(a, pb, false, &err), &err);

@@ -82,8 +82,8 @@ static void check_output(const char *in, const char *out, const mp_dropmap *m, b
             bool kept = k < L->n_keep && L->keep[k] == e;
             if (kept) k++;
             if (kept) {
-                CHECK_MSG(!memcmp(pa + e * slab, pb + pos * slab, slab), "%s: %s expert %lld",
-                          out, ta->name, (long long)e);
+                CHECK_MSG(!memcmp(pa + e * slab, pb + pos * slab, slab), "%s: %s expert %lld", out,
+                          ta->name, (long long)e);
                 pos++;
             } else if (zero) {
                 bool allz = true;
