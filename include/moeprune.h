@@ -926,6 +926,9 @@ mp_status mp_stats_load(mp_stats **out, const char *path, mp_err *err);
 /* dst += src: same model (arch, sha256 when both have one, layout, k);
  * classes are matched by name and added to dst when new. */
 mp_status mp_stats_merge(mp_stats *dst, const mp_stats *src, mp_err *err);
+/* Checks that the stats were taken on `model`'s layout: architecture, layers,
+ * experts per layer, experts used per token. */
+mp_status mp_stats_check_model(const mp_stats *s, const mp_gguf *model, mp_err *err);
 
 /* Applies a drop map to a context as expert masks (checked against the model
  * first): the result equals running the pruned file. */

@@ -32,6 +32,7 @@ static const char *const help =
     "  --reasoning-class C utility: swap in class C's top experts ...\n"
     "  --max-swaps N       ... at most N per layer (default 3)\n"
     "  --compare M2        also plan with method M2 and show the keep-set overlap\n"
+    "  --model MODEL.gguf  check that the stats were taken on this model's layout\n"
     "  --json              the report as JSON\n"
     "  -o, --output FILE   the drop map (required); -f, --force to replace it\n"
     "\n"
@@ -162,13 +163,14 @@ int cmd_plan(int argc, char **argv) {
                                          {"json", no_argument, NULL, 'j'},
                                          {"output", required_argument, NULL, 'o'},
                                          {"force", no_argument, NULL, 'f'},
+                                         {"model", required_argument, NULL, 'M'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0, 0, 0, 0}};
     mp_plan_params p = {.method = MP_PLAN_METHOD_COUNT, .max_swaps = 3};
     long long keep = -1, drop = -1, v;
     double retain = -1;
     bool per_layer = false, global = false, json = false, force = false;
-    const char *out = NULL, *cmp_name = NULL;
+    const char *out = NULL, *cmp_name = NULL, *model_path = NULL;
     char *class_list = NULL;
     const char *classes[PLAN_MAX_CLASSES];
     int c;
@@ -210,6 +212,7 @@ int cmd_plan(int argc, char **argv) {
                 return cli_usage_error("plan", "--compare: unknown method '%s'", optarg);
             cmp_name = optarg;
             break;
+        case 'M': model_path = optarg; break;
         case 'j': json = true; break;
         case 'o': out = optarg; break;
         case 'f': force = true; break;
@@ -231,6 +234,16 @@ int cmd_plan(int argc, char **argv) {
     mp_err err = {0};
     mp_stats *s = NULL;
     if (mp_stats_load(&s, argv[optind], &err)) return cli_fail("plan", &err);
+    if (model_path) {
+        mp_gguf *g = NULL;
+        mp_status ms = mp_gguf_open(&g, model_path, &err);
+        if (!ms) ms = mp_stats_check_model(s, g, &err);
+        mp_gguf_free(g);
+        if (ms) {
+            mp_stats_free(s);
+            return cli_fail("plan", &err);
+        }
+    }
     if (drop >= 0) {
         int64_t min_x = INT64_MAX;
         for (int64_t l = 0; l < s->n_layer; l++)

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "arch/arch.h"
 #include "util/util.h"
 
 #define STATS_TYPE    "moeprune-stats"
@@ -410,4 +411,33 @@ mp_status mp_stats_merge(mp_stats *dst, const mp_stats *src, mp_err *err) {
         }
     }
     return MP_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Checking against a model                                                 */
+/* ------------------------------------------------------------------------ */
+
+mp_status mp_stats_check_model(const mp_stats *s, const mp_gguf *model, mp_err *err) {
+    const char *path = mp_gguf_path(model);
+    mp_moe_info *moe;
+    mp_status st = mp_moe_scan(model, &moe, err);
+    if (st) return st;
+    if (strcmp(s->arch, moe->arch) || s->n_layer != moe->n_layer)
+        st = mp_err_set(err, MP_ERR_CHECK,
+                        "the stats are for a %" PRId64 "-layer %s model but %s is a %" PRId64
+                        "-layer %s model",
+                        s->n_layer, s->arch, path, moe->n_layer, moe->arch);
+    for (int64_t l = 0; !st && l < s->n_layer; l++)
+        if (s->n_expert[l] != moe->layers[l].n_expert)
+            st = mp_err_set(err, MP_ERR_CHECK,
+                            "the stats have %" PRId64 " experts in layer %" PRId64
+                            " but %s has %" PRId64,
+                            s->n_expert[l], l, path, moe->layers[l].n_expert);
+    if (!st && moe->n_expert_used && s->n_expert_used != moe->n_expert_used)
+        st =
+            mp_err_set(err, MP_ERR_CHECK,
+                       "the stats were taken with top-%" PRId64 " routing but %s uses top-%" PRId64,
+                       s->n_expert_used, path, moe->n_expert_used);
+    mp_moe_info_free(moe);
+    return st;
 }

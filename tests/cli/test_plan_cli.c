@@ -114,6 +114,14 @@ int main(int argc, char **argv) {
     CHECK(out && strstr(out, "poetry"));
     free(out);
 
+    /* --model: stats from another layout are refused, a matching model is fine */
+    char fx2[512];
+    snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method reap --keep 8 --model '%s' -o '%s' -f 2>&1",
+             cli, sa, mp_test_data(fx2, sizeof fx2, "gemma4-tiny-a/tiny-a-q8_0.gguf"), map);
+    CHECK_INT(1, run(cmd, &out));
+    CHECK(out && strstr(out, "2-layer gemma4") && strstr(out, "4-layer gemma4"));
+    free(out);
+
     /* stats show --json */
     snprintf(cmd, sizeof cmd, "'%s' stats show '%s' --json", cli, sa);
     CHECK_INT(0, run(cmd, &out));

@@ -128,6 +128,27 @@ int main(int argc, char **argv) {
     CHECK(strstr(err.msg, "sha256") != NULL);
     mp_stats_free(other);
 
+    /* checked against a model: the tiny fixture has 4 MoE layers of 16 experts, top-4 */
+    mp_gguf *tiny = NULL;
+    char tp[512];
+    CHECK_STATUS(
+        MP_OK,
+        mp_gguf_open(&tiny, mp_test_data(tp, sizeof tp, "gemma4-tiny-a/tiny-a-q4_0.gguf"), &err),
+        &err);
+    const int64_t ne16[4] = {16, 16, 16, 16}, ne15[4] = {16, 16, 15, 16};
+    mp_stats *fits = NULL, *nofit = NULL;
+    CHECK_STATUS(MP_OK, mp_stats_create(&fits, "gemma4", 4, ne16, 4, classes, 1, &err), &err);
+    CHECK_STATUS(MP_OK, mp_stats_create(&nofit, "gemma4", 4, ne15, 4, classes, 1, &err), &err);
+    if (tiny && fits && nofit) {
+        CHECK_STATUS(MP_OK, mp_stats_check_model(fits, tiny, &err), &err);
+        CHECK_STATUS(MP_ERR_CHECK, mp_stats_check_model(nofit, tiny, &err), &err);
+        CHECK(strstr(err.msg, "15 experts in layer 2") != NULL);
+        CHECK_STATUS(MP_ERR_CHECK, mp_stats_check_model(a, tiny, &err), &err);
+    }
+    mp_stats_free(fits);
+    mp_stats_free(nofit);
+    mp_gguf_free(tiny);
+
     /* broken files: not a stats file, a model file, a stats file with a bad value */
     mp_stats *bad = NULL;
     char fx[512];
