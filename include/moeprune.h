@@ -552,7 +552,8 @@ void mp_detok_reset(mp_detok *d);
 
 typedef enum mp_chat_family {
     MP_CHAT_GEMMA4 = 0, /* <|turn>role\n...<turn|>\n; thinking <|channel>thought\n...<channel|> */
-    MP_CHAT_CHATML,     /* <|im_start|>role\n...<|im_end|>\n (Qwen 3); thinking <think>...</think> */
+    MP_CHAT_CHATML,     /* <|im_start|>role\n...<|im_end|>\n (Qwen 3);
+                           thinking <think>...</think> */
     MP_CHAT_FAMILY_COUNT
 } mp_chat_family;
 
@@ -608,6 +609,8 @@ typedef struct mp_chat_params {
  *    <|tool_response>response:NAME{value:<|"|>TEXT<|"|>}<tool_response|>,
  *    and the model's turn stays open after them.
  *  - ChatML: Qwen 3's layout; thinking off pre-fills "<think>\n\n</think>\n\n".
+ * Tool declarations (a template's `tools` list) and images are not rendered:
+ * describe tools in the system text.
  * *out is NUL-terminated; free with mp_free. MP_ERR_ARG for an invalid role
  * or family, or a TOOL message that follows no assistant call (Gemma 4). */
 mp_status mp_chat_render(mp_chat_family family, const mp_chat_msg *msgs, size_t n,
@@ -627,7 +630,11 @@ mp_chat_think mp_chat_think_markers(mp_chat_family family, const mp_vocab *v);
  * decoded text in any chunks; it calls emit with runs of text marked
  * ANSWER or THINKING, never with part of a marker. The markers themselves,
  * and Gemma 4's channel name line ("thought\n"), are dropped. */
-typedef enum mp_chat_part { MP_CHAT_ANSWER = 0, MP_CHAT_THINKING, MP_CHAT_PART_COUNT } mp_chat_part;
+typedef enum mp_chat_part {
+    MP_CHAT_ANSWER = 0,
+    MP_CHAT_THINKING,
+    MP_CHAT_PART_COUNT
+} mp_chat_part;
 typedef void (*mp_chat_emit)(void *user, mp_chat_part part, const char *text, size_t len);
 
 #define MP_THINK_SPLIT_HOLD 32
@@ -745,7 +752,17 @@ const char *mp_gen_status_name(int status);
 
 /* Turns the stream of generated tokens into the text to show and the
  * decision to stop. Text that could be the start of a stop string is held
- * back until it is known not to be one; UTF-8 characters are never split. */
+ * back until it is known not to be one; UTF-8 characters are never split.
+ * A generation loop (the engine supplies logits):
+ *
+ *     for (mp_gen_status st = MP_GEN_CONTINUE; st == MP_GEN_CONTINUE;) {
+ *         mp_token t = mp_gen_forced(g);
+ *         if (t == MP_TOKEN_NULL) t = mp_sampler_sample(s, logits);
+ *         mp_sampler_accept(s, t);
+ *         st = mp_gen_push(g, t, &text, &len);   -> show text (through an
+ *         ... feed t to the engine ...              mp_think_split to part
+ *     }                                             thinking from answer)
+ *     mp_gen_flush(g, &text, &len);              -> show the rest */
 typedef struct mp_gen mp_gen;
 mp_status mp_gen_init(mp_gen **out, const mp_vocab *v, const mp_gen_params *p, mp_err *err);
 void mp_gen_free(mp_gen *g);

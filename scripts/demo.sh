@@ -1,11 +1,27 @@
 #!/usr/bin/env bash
 # demo.sh — the README's first command: installs the dependencies, builds
-# moeprune, makes a tiny random-weight Gemma 4 MoE and inspects it.
+# moeprune, makes a tiny random-weight Gemma 4 MoE and walks it through the
+# loop: inspect -> profile -> plan (two recipes) -> prune -> inspect.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
 cmake --build build -j"$(nproc)" --target moeprune
+mp=./build/moeprune
 mkdir -p demo
-./build/moeprune synth --preset gemma4-tiny --type q8_0 --seed 1 --force -o demo/tiny-q8_0.gguf
-./build/moeprune inspect demo/tiny-q8_0.gguf
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+step "synth: a tiny Gemma 4 MoE (4 layers, 16 experts, top-4), Q8_0"
+$mp synth --preset gemma4-tiny --type q8_0 --seed 1 --force -o demo/tiny-q8_0.gguf
+step "inspect"
+$mp inspect demo/tiny-q8_0.gguf
+step "profile: the built-in calibration set (math, logic, code, science, creative)"
+$mp profile demo/tiny-q8_0.gguf --ctx 128 --force -o demo/tiny.stats
+$mp stats show demo/tiny.stats
+step "plan: keep 95% of every layer's contribution"
+$mp plan demo/tiny.stats --method contribution --retain 0.95 --force -o demo/keep-contrib95.json
+step "plan: REAP, 8 experts per layer, compared with frequency"
+$mp plan demo/tiny.stats --method reap --keep 8 --compare frequency --force -o demo/keep8-reap.json
+step "prune: 16 -> 8 experts per layer, byte copies of the kept experts"
+$mp prune demo/tiny-q8_0.gguf demo/keep8-reap.json --force -o demo/tiny-8e-q8_0.gguf
+$mp inspect demo/tiny-8e-q8_0.gguf | sed -n '/^MoE summary/,$p'
+ls -l demo/tiny-q8_0.gguf demo/tiny-8e-q8_0.gguf

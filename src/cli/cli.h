@@ -14,11 +14,14 @@ enum { MP_EXIT_OK = 0, MP_EXIT_FAIL = 1, MP_EXIT_USAGE = 2, MP_EXIT_INTERRUPTED 
 int cmd_inspect(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_vocab(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_graft(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
-int cmd_graft(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 
 /* Prints "moeprune CMD: MESSAGE" for a failed status and returns MP_EXIT_FAIL. */
 int cli_fail(const char *cmd, const mp_err *err);

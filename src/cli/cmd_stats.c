@@ -126,7 +126,9 @@ static void show_human(const mp_stats *s, int64_t *all, double *buf) {
         printf(" %s (%.0f tokens)", s->classes[c], s->class_tokens[c]);
     printf("\n\n%5s %7s %9s %6s %6s %6s %6s", "layer", "experts", "top8share", "n@80%", "n@90%",
            "n@99%", "gini");
-    if (s->n_class > 1) printf("  top-%d overlap between classes (min, mean)", SHOW_OVERLAP_TOP);
+    if (s->n_class > 1)
+        printf("  top-%d overlap between classes (min, mean; top half when fewer experts)",
+               SHOW_OVERLAP_TOP);
     printf("\n");
     for (int64_t l = 0; l < s->n_layer; l++) {
         int64_t x = s->n_expert[l];
@@ -160,7 +162,7 @@ static void show_human(const mp_stats *s, int64_t *all, double *buf) {
                 for (int64_t b = a + 1; b < s->n_class; b++) {
                     memcpy(ca, mp_stats_cell_at(s, l, a)->contrib, (size_t)x * sizeof *ca);
                     memcpy(ca + x, mp_stats_cell_at(s, l, b)->contrib, (size_t)x * sizeof *ca);
-                    int64_t n = SHOW_OVERLAP_TOP < x ? SHOW_OVERLAP_TOP : x, both = 0;
+                    int64_t n = SHOW_OVERLAP_TOP < x / 2 ? SHOW_OVERLAP_TOP : x / 2, both = 0;
                     top_mask(ca, x, n, ma);
                     top_mask(ca + x, x, n, ma + x);
                     for (int64_t e = 0; e < x; e++) both += ma[e] && ma[x + e];

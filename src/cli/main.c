@@ -20,11 +20,14 @@ static const command commands[] = {
     {"inspect", cmd_inspect, "show a GGUF file: hyper-parameters, tensors, MoE summary"},
     {"synth", cmd_synth, "write a random-weight model with a real architecture's layout"},
     {"vocab", cmd_vocab, "extract a vocabulary-only GGUF from a model"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"profile", cmd_profile, "record expert statistics from a calibration corpus"},
     {"stats", cmd_stats, "merge profile shards, show what a stats file says"},
     {"plan", cmd_plan, "turn expert statistics into a drop map"},
     {"prune", cmd_prune, "remove (or zero) the experts a drop map drops"},
-    {"logits", cmd_logits, "run token ids through the engine, write logits (and greedy tokens)"},
     {"graft", cmd_graft, "merge the experts of several models of one base into one"},
+    {"logits", cmd_logits, "run token ids through the engine, write logits (and greedy tokens)"},
 };
 
 static void usage(FILE *f) {

@@ -332,7 +332,7 @@ static mp_status to_dropmap(const mp_stats *s, const mp_plan_params *p, layer_pl
     if (p->budget == MP_BUDGET_UNIFORM || p->budget == MP_BUDGET_GLOBAL)
         o += snprintf(params + o, sizeof params - (size_t)o, ",\"keep\":%" PRId64, p->keep);
     else
-        o += snprintf(params + o, sizeof params - (size_t)o, ",\"retain\":%.17g", p->retain);
+        o += snprintf(params + o, sizeof params - (size_t)o, ",\"retain\":%.10g", p->retain);
     if (p->whitelist) o += snprintf(params + o, sizeof params - (size_t)o, ",\"whitelist\":true");
     if (p->reasoning_class)
         o += snprintf(params + o, sizeof params - (size_t)o,

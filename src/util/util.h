@@ -86,6 +86,18 @@ int mp_tempfile_register(const char *path);
 void mp_tempfile_unregister(int slot);
 void mp_tempfiles_remove_all(void);
 
+/* SHA-256, streaming (sha256.c). */
+typedef struct mp_sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    uint8_t buf[64];
+    size_t fill;
+} mp_sha256;
+void mp_sha256_init(mp_sha256 *s);
+void mp_sha256_update(mp_sha256 *s, const void *data, size_t n);
+/* Finishes and writes 64 hex digits + NUL. */
+void mp_sha256_hex(mp_sha256 *s, char out[65]);
+
 /* Copies the text of errno into a message-friendly string. */
 const char *mp_errno_str(int e);
 
