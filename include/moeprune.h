@@ -298,6 +298,11 @@ mp_status mp_gguf_writer_write_header(mp_gguf_writer *w, mp_err *err);
  * its padding is written and the next one begins. */
 mp_status mp_gguf_writer_write_data(mp_gguf_writer *w, const void *data, size_t len,
                                     mp_err *err);
+/* write_data from a mapping of `src` (a tensor's data or a slice of it), giving
+ * the copied pages back to the OS as it goes: memory stays flat however large
+ * the file. */
+mp_status mp_gguf_writer_write_mapped(mp_gguf_writer *w, const mp_gguf *src, const void *data,
+                                      uint64_t len, mp_err *err);
 /* Checks every tensor got all its bytes, flushes, fsyncs, re-reads the header
  * of the temp file, then renames it to the target path. */
 mp_status mp_gguf_writer_finish(mp_gguf_writer *w, mp_err *err);

@@ -63,37 +63,18 @@ mp_status mp_gguf_writer_open(mp_gguf_writer **out, const char *path, bool overw
     w->alignment = MP_GGUF_DEFAULT_ALIGNMENT;
     w->tmp_slot = -1;
     w->path = mp_strdup(path);
-    char *dcopy = mp_strdup(path), *bcopy = mp_strdup(path);
     mp_status s = MP_OK;
-    if (!w->path || !dcopy || !bcopy) {
+    int fd = -1;
+    if (!w->path) {
         s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    const char *dir = dirname(dcopy), *base = basename(bcopy);
-    size_t n = strlen(dir) + strlen(base) + 32;
-    if (!(w->tmp_path = mp_malloc(n))) {
-        s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    snprintf(w->tmp_path, n, "%s/.%s.XXXXXX", dir, base);
-    int fd = mkstemp(w->tmp_path);
-    w->tmp_slot = fd >= 0 ? mp_tempfile_register(w->tmp_path) : -1;
-    if (fd < 0) {
-        s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path,
-                       dir, strerror(errno));
-        mp_free(w->tmp_path);
-        w->tmp_path = NULL;
-        goto done;
-    }
-    fchmod(fd, 0644);
+    if ((s = mp_tempfile_create(path, &w->tmp_path, &fd, &w->tmp_slot, err))) goto done;
     if (!(w->f = fdopen(fd, "wb"))) {
         s = mp_err_set(err, MP_ERR_IO, "%s: fdopen failed: %s", path, strerror(errno));
         close(fd);
-        goto done;
     }
 done:
-    mp_free(dcopy);
-    mp_free(bcopy);
     if (s) {
         mp_gguf_writer_free(w);
         return s;
@@ -468,4 +449,20 @@ mp_status mp_gguf_copy(const mp_gguf *src, const char *out_path, bool overwrite,
     if (!s) s = mp_gguf_writer_finish(w, err);
     mp_gguf_writer_free(w);
     return s;
+}
+
+mp_status mp_gguf_writer_write_mapped(mp_gguf_writer *w, const mp_gguf *src, const void *data,
+                                      uint64_t len, mp_err *err) {
+    /* 64 MiB at a time, then the pages behind us are given back */
+    const size_t chunk = (size_t)64 << 20;
+    const uint8_t *p = data;
+    while (len > 0) {
+        size_t k = len < chunk ? (size_t)len : chunk;
+        mp_status s = mp_gguf_writer_write_data(w, p, k, err);
+        if (s) return s;
+        mp_gguf_release(src, p, k);
+        p += k;
+        len -= k;
+    }
+    return MP_OK;
 }

@@ -31,6 +31,7 @@ typedef struct st_wtensor {
 struct mp_st_writer {
     char *path;     /* final name */
     char *tmp_path; /* temporary in the same folder */
+    int tmp_slot;   /* its registration for removal on a signal (-1: none) */
     FILE *f;
     char **meta_keys, **meta_vals;
     int64_t n_meta, cap_meta;
@@ -54,35 +55,19 @@ mp_status mp_st_writer_open(mp_st_writer **out, const char *path, bool overwrite
         return mp_err_set(err, MP_ERR_ARG, "%s: file exists (use --force to replace it)", path);
     mp_st_writer *w = mp_calloc(1, sizeof *w);
     if (!w) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
-    char *dcopy = mp_strdup(path), *bcopy = mp_strdup(path);
+    w->tmp_slot = -1;
     mp_status s = MP_OK;
-    if (!(w->path = mp_strdup(path)) || !dcopy || !bcopy) {
+    int fd = -1;
+    if (!(w->path = mp_strdup(path))) {
         s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
         goto done;
     }
-    const char *dir = dirname(dcopy), *base = basename(bcopy);
-    size_t n = strlen(dir) + strlen(base) + 32;
-    if (!(w->tmp_path = mp_malloc(n))) {
-        s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    snprintf(w->tmp_path, n, "%s/.%s.XXXXXX", dir, base);
-    int fd = mkstemp(w->tmp_path);
-    if (fd < 0) {
-        s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path,
-                       dir, strerror(errno));
-        mp_free(w->tmp_path);
-        w->tmp_path = NULL;
-        goto done;
-    }
-    fchmod(fd, 0644);
+    if ((s = mp_tempfile_create(path, &w->tmp_path, &fd, &w->tmp_slot, err))) goto done;
     if (!(w->f = fdopen(fd, "wb"))) {
         s = mp_err_set(err, MP_ERR_IO, "%s: fdopen failed: %s", path, strerror(errno));
         close(fd);
     }
 done:
-    mp_free(dcopy);
-    mp_free(bcopy);
     if (s) {
         mp_st_writer_free(w);
         return s;
@@ -95,6 +80,7 @@ void mp_st_writer_free(mp_st_writer *w) {
     if (!w) return;
     if (w->f) fclose(w->f);
     if (w->tmp_path) unlink(w->tmp_path);
+    mp_tempfile_unregister(w->tmp_slot);
     for (int64_t i = 0; i < w->n_meta; i++) {
         mp_free(w->meta_keys[i]);
         mp_free(w->meta_vals[i]);
@@ -308,6 +294,8 @@ mp_status mp_st_writer_finish(mp_st_writer *w, mp_err *err) {
         return mp_err_set(err, MP_ERR_CHECK, "%s: written file does not match what was declared",
                           w->path);
     if (rename(w->tmp_path, w->path) != 0) return st_io_error(w, err, "rename");
+    mp_tempfile_unregister(w->tmp_slot);
+    w->tmp_slot = -1;
     mp_free(w->tmp_path);
     w->tmp_path = NULL;
     return MP_OK;

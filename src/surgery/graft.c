@@ -28,13 +28,11 @@
 #include "arch/arch.h"
 #include "util/util.h"
 
-#define KEY_GRAFT "moeprune.graft"
-#define KEY_DROPMAP "moeprune.dropmap"
-#define KEY_MODE "moeprune.prune_mode"
+#define KEY_GRAFT     "moeprune.graft"
+#define KEY_DROPMAP   "moeprune.dropmap"
+#define KEY_MODE      "moeprune.prune_mode"
 #define KEY_PER_LAYER "moeprune.expert_count_per_layer"
-#define GRAFT_FORMAT "moeprune.graft/1"
-/* Copies go in chunks of this size, then the input pages are released. */
-#define GRAFT_CHUNK ((size_t)64 << 20)
+#define GRAFT_FORMAT  "moeprune.graft/1"
 /* Elements averaged per step (the scratch is this many doubles). */
 #define MEAN_CHUNK 65536
 
@@ -57,7 +55,7 @@ typedef struct graft {
     graft_in *in;
     int64_t n_in;
     int64_t n_layer;
-    int64_t *sum;        /* [n_layer] experts per layer in the output */
+    int64_t *sum;          /* [n_layer] experts per layer in the output */
     graft_tensor *tensors; /* [n_tensors of the first input] */
     const mp_gguf_tensor **srcs;
 } graft;
@@ -90,8 +88,10 @@ static mp_status open_inputs(graft *gr, const char *const *paths, mp_err *err) {
         /* read here rather than taken from the scan, so that running out of
          * memory is an error and not an absent key */
         s = mp_gguf_key_strdup(in->g, "general.architecture", &in->arch, err);
-        if (s == MP_ERR_NOT_FOUND && !(in->arch = mp_strdup(""))) s = MP_ERR_NOMEM;
-        else if (s == MP_ERR_NOT_FOUND) s = MP_OK;
+        if (s == MP_ERR_NOT_FOUND && !(in->arch = mp_strdup("")))
+            s = MP_ERR_NOMEM;
+        else if (s == MP_ERR_NOT_FOUND)
+            s = MP_OK;
         if (s) return s == MP_ERR_NOMEM ? mp_err_set(err, s, "%s: out of memory", paths[k]) : s;
         char key[96];
         uint64_t used = 0;
@@ -103,9 +103,11 @@ static mp_status open_inputs(graft *gr, const char *const *paths, mp_err *err) {
         size_t mode_n = 0;
         if (mi >= 0) mp_gguf_get_str(in->g, mi, 0, &mode, &mode_n, NULL);
         if (mode_n == 4 && !memcmp(mode, "zero", 4))
-            return mp_err_set(err, MP_ERR_UNSUPPORTED, "%s: was pruned with --mode zero: its "
+            return mp_err_set(err, MP_ERR_UNSUPPORTED,
+                              "%s: was pruned with --mode zero: its "
                               "zeroed experts would be grafted as live ones (graft a --mode "
-                              "remove prune instead)", paths[k]);
+                              "remove prune instead)",
+                              paths[k]);
         if (mp_gguf_find_key(in->g, KEY_DROPMAP) >= 0 &&
             (s = mp_dropmap_from_gguf(in->g, &in->map, err)))
             return s;
@@ -123,8 +125,10 @@ static mp_status match_tensors(graft *gr, bool average, mp_err *err) {
     for (int64_t k = 1; k < gr->n_in; k++) {
         const graft_in *b = &gr->in[k];
         if (strcmp(a->arch, b->arch))
-            return mp_err_set(err, MP_ERR_CHECK, "%s is '%s' but %s is '%s': grafting needs "
-                              "models of one architecture", a->path, a->arch, b->path, b->arch);
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "%s is '%s' but %s is '%s': grafting needs "
+                              "models of one architecture",
+                              a->path, a->arch, b->path, b->arch);
         if (a->moe->n_layer != b->moe->n_layer)
             return mp_err_set(err, MP_ERR_CHECK, "%s has %" PRId64 " layers but %s has %" PRId64,
                               a->path, a->moe->n_layer, b->path, b->moe->n_layer);
@@ -142,13 +146,14 @@ static mp_status match_tensors(graft *gr, bool average, mp_err *err) {
             const graft_in *b = &gr->in[k];
             const mp_gguf_tensor *u = mp_gguf_find_tensor(b->g, t->name);
             if (!u)
-                return mp_err_set(err, MP_ERR_CHECK, "%s has tensor '%s' but %s does not",
-                                  a->path, t->name, b->path);
+                return mp_err_set(err, MP_ERR_CHECK, "%s has tensor '%s' but %s does not", a->path,
+                                  t->name, b->path);
             bool exp_b = expert_layer(b->moe, u) >= 0;
             if ((gt->layer >= 0) != exp_b)
-                return mp_err_set(err, MP_ERR_CHECK, "tensor '%s' holds experts in %s but not in "
-                                  "%s", t->name, exp_b ? b->path : a->path,
-                                  exp_b ? a->path : b->path);
+                return mp_err_set(err, MP_ERR_CHECK,
+                                  "tensor '%s' holds experts in %s but not in "
+                                  "%s",
+                                  t->name, exp_b ? b->path : a->path, exp_b ? a->path : b->path);
             bool same = u->type == t->type && u->n_dims == t->n_dims;
             for (uint32_t d = 0; same && d < t->n_dims; d++)
                 same = u->ne[d] == t->ne[d] || (gt->layer >= 0 && d == t->n_dims - 1);
@@ -159,17 +164,19 @@ static mp_status match_tensors(graft *gr, bool average, mp_err *err) {
                 return mp_err_set(err, MP_ERR_CHECK, "tensor '%s' is %s in %s but %s in %s%s",
                                   t->name, sa, a->path, sb, b->path,
                                   gt->layer >= 0 ? " (expert tensors may differ only in their "
-                                                   "expert count)" : "");
+                                                   "expert count)"
+                                                 : "");
             }
             gt->src[k] = u;
         }
         if (average && gt->layer < 0 && t->type != MP_TYPE_F32 && t->type != MP_TYPE_F16 &&
             t->type != MP_TYPE_BF16)
-            return mp_err_set(err, MP_ERR_UNSUPPORTED, "--average: tensor '%s' is %s; only F32, "
+            return mp_err_set(err, MP_ERR_UNSUPPORTED,
+                              "--average: tensor '%s' is %s; only F32, "
                               "F16 and BF16 tensors can be averaged (quantized blocks would "
                               "need requantizing): graft without --average, or graft "
-                              "unquantized models and quantize afterwards", t->name,
-                              mp_type_name(t->type));
+                              "unquantized models and quantize afterwards",
+                              t->name, mp_type_name(t->type));
     }
     /* expert counts per layer: the sum over inputs */
     gr->n_layer = a->moe->n_layer;
@@ -262,8 +269,7 @@ static mp_status write_metadata(mp_gguf_writer *w, const graft *gr, bool average
         uint8_t *le = mp_malloc((size_t)gr->n_layer * 4);
         if (!le) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
         for (int64_t l = 0; l < gr->n_layer; l++) mp_store_u32(le + 4 * l, (uint32_t)gr->sum[l]);
-        s = mp_gguf_writer_kv_arr(w, KEY_PER_LAYER, MP_GGUF_UINT32, le, (uint64_t)gr->n_layer,
-                                  err);
+        s = mp_gguf_writer_kv_arr(w, KEY_PER_LAYER, MP_GGUF_UINT32, le, (uint64_t)gr->n_layer, err);
         mp_free(le);
     }
     if (s) return s;
@@ -274,19 +280,6 @@ static mp_status write_metadata(mp_gguf_writer *w, const graft *gr, bool average
     return s;
 }
 
-static mp_status graft_copy(mp_gguf_writer *w, const mp_gguf *g, const uint8_t *p, uint64_t len,
-                            mp_err *err) {
-    while (len > 0) {
-        size_t k = len < GRAFT_CHUNK ? (size_t)len : GRAFT_CHUNK;
-        mp_status s = mp_gguf_writer_write_data(w, p, k, err);
-        if (s) return s;
-        mp_gguf_release(g, p, k);
-        p += k;
-        len -= k;
-    }
-    return MP_OK;
-}
-
 static double load_elem(int type, const uint8_t *p) {
     return type == MP_TYPE_F32   ? (double)mp_load_f32(p)
            : type == MP_TYPE_F16 ? (double)mp_f16_to_f32(mp_load_u16(p))
@@ -294,8 +287,8 @@ static double load_elem(int type, const uint8_t *p) {
 }
 
 /* The element-wise mean of the inputs' copies of a float tensor. */
-static mp_status write_mean(mp_gguf_writer *w, const graft *gr, const graft_tensor *gt,
-                            double *acc, uint8_t *out, mp_err *err) {
+static mp_status write_mean(mp_gguf_writer *w, const graft *gr, const graft_tensor *gt, double *acc,
+                            uint8_t *out, mp_err *err) {
     const mp_gguf_tensor *t = gt->src[0];
     size_t es = t->type == MP_TYPE_F32 ? 4 : 2;
     int64_t n = mp_tensor_nelements(t);
@@ -332,8 +325,8 @@ static mp_status write_graft(const graft *gr, const char *out, const mp_graft_pa
     double *acc = NULL;
     uint8_t *buf = NULL;
     mp_status s;
-    if (p->average && (!(acc = mp_malloc(MEAN_CHUNK * sizeof *acc)) ||
-                       !(buf = mp_malloc(MEAN_CHUNK * 4)))) {
+    if (p->average &&
+        (!(acc = mp_malloc(MEAN_CHUNK * sizeof *acc)) || !(buf = mp_malloc(MEAN_CHUNK * 4)))) {
         s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", out);
         goto done;
     }
@@ -352,11 +345,12 @@ static mp_status write_graft(const graft *gr, const char *out, const mp_graft_pa
         const graft_tensor *gt = &gr->tensors[i];
         if (gt->layer >= 0) {
             for (int64_t k = 0; k < gr->n_in && !s; k++)
-                s = graft_copy(w, gr->in[k].g, gt->src[k]->data, gt->src[k]->nbytes, err);
+                s = mp_gguf_writer_write_mapped(w, gr->in[k].g, gt->src[k]->data,
+                                                gt->src[k]->nbytes, err);
         } else if (p->average) {
             s = write_mean(w, gr, gt, acc, buf, err);
         } else {
-            s = graft_copy(w, a->g, gt->src[0]->data, gt->src[0]->nbytes, err);
+            s = mp_gguf_writer_write_mapped(w, a->g, gt->src[0]->data, gt->src[0]->nbytes, err);
         }
     }
     if (!s) s = mp_gguf_writer_finish(w, err);

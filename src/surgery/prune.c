@@ -27,8 +27,6 @@
 #define KEY_DROPMAP   "moeprune.dropmap"
 #define KEY_MODE      "moeprune.prune_mode"
 #define KEY_PER_LAYER "moeprune.expert_count_per_layer"
-/* Unsliced tensors are copied in chunks of this size, then their pages released. */
-#define COPY_CHUNK ((size_t)64 << 20)
 
 static const char *const mode_names[MP_PRUNE_MODE_COUNT] = {"remove", "zero"};
 
@@ -38,20 +36,6 @@ typedef struct plan_tensor {
     const mp_dropmap_layer *L; /* non-NULL: sliced along its last axis */
     int64_t n_expert;          /* experts on that axis in the input */
 } plan_tensor;
-
-/* Streams `len` bytes from the mapping, releasing pages behind us. */
-static mp_status copy_range(mp_gguf_writer *w, const mp_gguf *g, const uint8_t *p, uint64_t len,
-                            mp_err *err) {
-    while (len > 0) {
-        size_t k = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
-        mp_status s = mp_gguf_writer_write_data(w, p, k, err);
-        if (s) return s;
-        mp_gguf_release(g, p, k);
-        p += k;
-        len -= k;
-    }
-    return MP_OK;
-}
 
 static mp_status write_zeros(mp_gguf_writer *w, uint64_t len, mp_err *err) {
     static const uint8_t zeros[65536];
@@ -86,7 +70,7 @@ static mp_status check_finite(const mp_gguf_tensor *t, const char *path, mp_err 
 static mp_status write_tensor(mp_gguf_writer *w, const mp_gguf *g, const plan_tensor *pt,
                               mp_prune_mode mode, mp_err *err) {
     const mp_gguf_tensor *t = pt->t;
-    if (!pt->L) return copy_range(w, g, t->data, t->nbytes, err);
+    if (!pt->L) return mp_gguf_writer_write_mapped(w, g, t->data, t->nbytes, err);
     uint64_t slab = t->nbytes / (uint64_t)pt->n_expert;
     const uint8_t *base = t->data;
     const mp_dropmap_layer *L = pt->L;
@@ -95,7 +79,7 @@ static mp_status write_tensor(mp_gguf_writer *w, const mp_gguf *g, const plan_te
         bool kept = k < L->n_keep && L->keep[k] == e;
         if (kept) k++;
         if (kept)
-            s = copy_range(w, g, base + (uint64_t)e * slab, slab, err);
+            s = mp_gguf_writer_write_mapped(w, g, base + (uint64_t)e * slab, slab, err);
         else if (mode == MP_PRUNE_ZERO)
             s = write_zeros(w, slab, err);
         else

@@ -21,30 +21,10 @@ mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, b
     struct stat st;
     if (!overwrite && stat(path, &st) == 0)
         return mp_err_set(err, MP_ERR_ARG, "%s: file exists (use --force to replace it)", path);
-    char *dcopy = mp_strdup(path), *bcopy = mp_strdup(path), *tmp = NULL;
-    mp_status s = MP_OK;
-    int fd = -1;
-    int slot = -1;
-    if (!dcopy || !bcopy) {
-        s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    const char *dir = dirname(dcopy), *base = basename(bcopy);
-    size_t n = strlen(dir) + strlen(base) + 32;
-    if (!(tmp = mp_malloc(n))) {
-        s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
-        goto done;
-    }
-    snprintf(tmp, n, "%s/.%s.XXXXXX", dir, base);
-    if ((fd = mkstemp(tmp)) < 0) {
-        s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path, dir,
-                       strerror(errno));
-        mp_free(tmp);
-        tmp = NULL;
-        goto done;
-    }
-    slot = mp_tempfile_register(tmp);
-    fchmod(fd, 0644);
+    char *tmp = NULL;
+    int fd = -1, slot = -1;
+    mp_status s = mp_tempfile_create(path, &tmp, &fd, &slot, err);
+    if (s) return s;
     const char *p = data;
     while (len > 0) {
         ssize_t w = write(fd, p, len);
@@ -75,7 +55,5 @@ done:
         mp_free(tmp);
     }
     mp_tempfile_unregister(slot);
-    mp_free(dcopy);
-    mp_free(bcopy);
     return s;
 }

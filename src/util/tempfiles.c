@@ -7,7 +7,12 @@
  * and atomic loads, both safe in a signal handler. This is the one piece of
  * process-wide mutable state in the library, and it exists because a signal
  * handler has no other way to reach the writers. */
+#include <errno.h>
+#include <libgen.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util/util.h"
@@ -39,4 +44,36 @@ void mp_tempfile_unregister(int slot) {
 void mp_tempfiles_remove_all(void) {
     for (int i = 0; i < MP_MAX_TEMPFILES; i++)
         if (atomic_load(&used[i]) == 2) unlink(paths[i]);
+}
+
+mp_status mp_tempfile_create(const char *path, char **tmp_path, int *fd, int *slot, mp_err *err) {
+    char *dcopy = mp_strdup(path), *bcopy = mp_strdup(path), *tmp = NULL;
+    mp_status s = MP_OK;
+    if (!dcopy || !bcopy) {
+        s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    const char *dir = dirname(dcopy), *base = basename(bcopy);
+    size_t n = strlen(dir) + strlen(base) + 32;
+    if (!(tmp = mp_malloc(n))) {
+        s = mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
+    snprintf(tmp, n, "%s/.%s.XXXXXX", dir, base);
+    int f = mkstemp(tmp);
+    if (f < 0) {
+        s = mp_err_set(err, MP_ERR_IO, "%s: cannot create a temporary file in '%s': %s", path,
+                       dir, strerror(errno));
+        goto done;
+    }
+    fchmod(f, 0644);
+    *slot = mp_tempfile_register(tmp);
+    *fd = f;
+    *tmp_path = tmp;
+    tmp = NULL;
+done:
+    mp_free(tmp);
+    mp_free(dcopy);
+    mp_free(bcopy);
+    return s;
 }

@@ -85,6 +85,9 @@ mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, b
 int mp_tempfile_register(const char *path);
 void mp_tempfile_unregister(int slot);
 void mp_tempfiles_remove_all(void);
+/* Creates ".NAME.XXXXXX" (mode 0644) in the folder of `path` and registers it:
+ * *tmp_path (free with mp_free), *fd and the registry *slot on success. */
+mp_status mp_tempfile_create(const char *path, char **tmp_path, int *fd, int *slot, mp_err *err);
 
 /* SHA-256, streaming (sha256.c). */
 typedef struct mp_sha256 {

@@ -5,31 +5,16 @@
  * 1 and 2 with a message. argv[1] is the path of the moeprune binary. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 
 #include "testutil.h"
 #include "util/util.h"
-
-/* Runs a shell command, captures stdout; returns the exit status. */
-static int run(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    mp_buf b = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, p)) > 0) mp_buf_append(&b, chunk, n);
-    mp_buf_append(&b, "", 1);
-    int st = pclose(p);
-    *out = (char *)b.data;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void check_variant(const char *cli, const cJSON *variant, const char *dir) {
     const char *file = cJSON_GetObjectItem(variant, "file")->valuestring;
     const cJSON *want = cJSON_GetObjectItem(variant, "tensors");
     char cmd[1024], *out = NULL;
     snprintf(cmd, sizeof cmd, "'%s' inspect --json '%s/%s'", cli, dir, file);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     cJSON *j = out ? cJSON_Parse(out) : NULL;
     CHECK_MSG(j != NULL, "%s: inspect --json is not valid JSON", file);
     if (j) {
@@ -94,7 +79,7 @@ int main(int argc, char **argv) {
 
     /* human output */
     snprintf(cmd, sizeof cmd, "'%s' inspect '%s/tiny-a-q4_k_m.gguf'", cli, dir);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "MoE layers:            4 of 4"));
     CHECK(out && strstr(out, "experts per layer:     16"));
     CHECK(out && strstr(out, "blk.3.ffn_down_exps.weight"));
@@ -103,18 +88,18 @@ int main(int argc, char **argv) {
 
     /* failures: exit 1 with the file in the message; usage errors exit 2 */
     snprintf(cmd, sizeof cmd, "'%s' inspect '%s/manifest.json' 2>&1", cli, dir);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "manifest.json") && strstr(out, "magic"));
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' inspect /nonexistent/x.gguf 2>&1", cli);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "/nonexistent/x.gguf"));
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' inspect 2>&1", cli);
-    CHECK_INT(2, run(cmd, &out));
+    CHECK_INT(2, mp_test_run(cmd, &out));
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' inspect --help", cli);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "example"));
     free(out);
     return mp_test_end("test_inspect");

@@ -4,24 +4,10 @@
  * merge, and bad requests exit 1 (failure) or 2 (usage). argv[1] = moeprune. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
 #include "util/util.h"
-
-static int run(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    mp_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, p)) > 0) mp_buf_append(&b, chunk, n);
-    mp_buf_append(&b, "", 1);
-    int st = pclose(p);
-    *out = (char *)b.data;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
@@ -60,7 +46,7 @@ int main(int argc, char **argv) {
     /* plan: the CLI's map equals the library's */
     snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method contribution --retain 0.9 -o '%s' --json",
              cli, sa, map);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     cJSON *rep = out ? cJSON_Parse(out) : NULL;
     CHECK(rep && cJSON_GetArraySize(cJSON_GetObjectItem(rep, "layers")) == 2);
     const cJSON *l0 = rep ? cJSON_GetArrayItem(cJSON_GetObjectItem(rep, "layers"), 0) : NULL;
@@ -86,31 +72,31 @@ int main(int argc, char **argv) {
              "'%s' plan '%s' --method utility --keep 8 --compare frequency -o '%s'"
              " 2>&1",
              cli, sa, map);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "exists"));
     free(out);
     snprintf(cmd, sizeof cmd,
              "'%s' plan '%s' --method utility --keep 8 --compare frequency -o '%s'"
              " -f",
              cli, sa, map);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "overlap with frequency") && strstr(out, "kept 16 of 32"));
     free(out);
 
     /* impossible requests */
     snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method reap --keep 17 -o '%s' -f 2>&1", cli, sa,
              map);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "cannot keep 17"));
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' plan '%s' --keep 8 -o '%s' -f 2>&1", cli, sa, map);
-    CHECK_INT(2, run(cmd, &out));
+    CHECK_INT(2, mp_test_run(cmd, &out));
     free(out);
     snprintf(cmd, sizeof cmd,
              "'%s' plan '%s' --method frequency --keep 8 --classes poetry -o '%s' -f"
              " 2>&1",
              cli, sa, map);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "poetry"));
     free(out);
 
@@ -118,13 +104,13 @@ int main(int argc, char **argv) {
     char fx2[512];
     snprintf(cmd, sizeof cmd, "'%s' plan '%s' --method reap --keep 8 --model '%s' -o '%s' -f 2>&1",
              cli, sa, mp_test_data(fx2, sizeof fx2, "gemma4-tiny-a/tiny-a-q8_0.gguf"), map);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "2-layer gemma4") && strstr(out, "4-layer gemma4"));
     free(out);
 
     /* stats show --json */
     snprintf(cmd, sizeof cmd, "'%s' stats show '%s' --json", cli, sa);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     cJSON *j = out ? cJSON_Parse(out) : NULL;
     CHECK(j && cJSON_GetObjectItem(j, "n_tokens")->valuedouble == 1000);
     CHECK(j && cJSON_GetArraySize(cJSON_GetObjectItem(j, "classes")) == 2);
@@ -140,13 +126,13 @@ int main(int argc, char **argv) {
     cJSON_Delete(j);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' stats show '%s'", cli, sa);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "top-32 overlap") && strstr(out, "gini"));
     free(out);
 
     /* stats merge equals the library's merge */
     snprintf(cmd, sizeof cmd, "'%s' stats merge '%s' '%s' -o '%s'", cli, sa, sb, sc);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     mp_stats *merged = NULL;
     CHECK_STATUS(MP_OK, mp_stats_load(&merged, sc, &err), &err);
@@ -159,7 +145,7 @@ int main(int argc, char **argv) {
     char fx[512];
     snprintf(cmd, sizeof cmd, "'%s' stats merge '%s' '%s' -o '%s' -f 2>&1", cli, sa,
              mp_test_data(fx, sizeof fx, "gemma4-tiny-a/tiny-a-q8_0.gguf"), sc);
-    CHECK_INT(1, run(cmd, &out));
+    CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "not a moeprune stats file"));
     free(out);
 

@@ -11,24 +11,10 @@
  * argv[1] is the moeprune binary. */
 #include <math.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "testutil.h"
 #include "util/util.h"
-
-static int run(const char *cmd, char **out) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    mp_buf b = {0};
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, p)) > 0) mp_buf_append(&b, chunk, n);
-    mp_buf_append(&b, "", 1);
-    int st = pclose(p);
-    *out = (char *)b.data;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -85,17 +71,17 @@ int main(int argc, char **argv) {
     /* one run over the built-in set, and the same in two shards */
     snprintf(cmd, sizeof cmd, "'%s' profile '%s' --ctx 64 -t 2 --quiet -o '%s' 2>&1", cli, model,
              full);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     for (int i = 0; i < 2; i++) {
         snprintf(cmd, sizeof cmd,
                  "'%s' profile '%s' --ctx 64 -t 2 --quiet --shard %d/2 -o '%s' 2>&1", cli, model, i,
                  i ? s1 : s0);
-        CHECK_INT(0, run(cmd, &out));
+        CHECK_INT(0, mp_test_run(cmd, &out));
         free(out);
     }
     snprintf(cmd, sizeof cmd, "'%s' stats merge '%s' '%s' -o '%s' 2>&1", cli, s0, s1, merged);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     mp_stats *a = NULL, *b = NULL, *h0 = NULL;
     CHECK_STATUS(MP_OK, mp_stats_load(&a, full, &err), &err);
@@ -137,7 +123,7 @@ int main(int argc, char **argv) {
     snprintf(jl, sizeof jl, "%s/b.jsonl", dir);
     snprintf(st, sizeof st, "%s/c.stats", dir);
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", sub);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     const char *prose = "The river bends twice before it reaches the sea.\n";
     write_file(txt, prose, strlen(prose));
@@ -149,7 +135,7 @@ int main(int argc, char **argv) {
     write_file(jl, lines, strlen(lines));
     snprintf(cmd, sizeof cmd, "'%s' profile '%s' --class prose='%s' '%s' --quiet -o '%s' 2>&1", cli,
              model, sub, jl, st);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     mp_stats *cs = NULL;
     CHECK_STATUS(MP_OK, mp_stats_load(&cs, st, &err), &err);
@@ -182,21 +168,21 @@ int main(int argc, char **argv) {
         write_file(p, bad[i].data, bad[i].n);
         snprintf(cmd, sizeof cmd, "'%s' profile '%s' '%s' --quiet -o '%s/never.stats' 2>&1", cli,
                  model, p, dir);
-        CHECK_INT(1, run(cmd, &out));
+        CHECK_INT(1, mp_test_run(cmd, &out));
         CHECK_MSG(out && strstr(out, bad[i].needle) && strstr(out, bad[i].name), "%s: %s",
                   bad[i].name, out ? out : "");
         free(out);
         unlink(p);
     }
     snprintf(cmd, sizeof cmd, "test -e '%s/never.stats'", dir);
-    CHECK(run(cmd, &out) != 0);
+    CHECK(mp_test_run(cmd, &out) != 0);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' profile '%s' --shard 2/2 -o x 2>&1", cli, model);
-    CHECK_INT(2, run(cmd, &out));
+    CHECK_INT(2, mp_test_run(cmd, &out));
     free(out);
 
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CHECK_INT(0, run(cmd, &out));
+    CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     return mp_test_end("test_profile_cli");
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int mp_test_checks;
@@ -64,4 +65,28 @@ uint64_t mp_test_seed(int argc, char **argv) {
     if (seed == 0) seed = 1;
     printf("seed %" PRIu64 " (pass it as the first argument to repeat)\n", seed);
     return seed;
+}
+
+int mp_test_run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    *out = NULL;
+    if (!p) return -1;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    for (size_t n; buf && (n = fread(buf + len, 1, cap - len - 1, p)) > 0;) {
+        len += n;
+        if (cap - len < 2) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+            } else {
+                buf = nb;
+            }
+        }
+    }
+    int st = pclose(p);
+    if (buf) buf[len] = 0;
+    *out = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -85,6 +85,10 @@ float mp_test_randf(uint64_t *state); /* uniform in [-1, 1) */
 /* Seed from argv[1] if given, else from time; prints it. */
 uint64_t mp_test_seed(int argc, char **argv);
 
+/* Runs a shell command and captures its stdout (NUL-terminated, free() it);
+ * returns the exit status, -1 if it did not exit normally. */
+int mp_test_run(const char *cmd, char **out);
+
 /* Fixture variants in tests/data/gemma4-tiny-a, NULL-terminated. */
 extern const char *const mp_test_tiny_variants[];
 
