@@ -28,6 +28,10 @@ static const command commands[] = {
     {"prune", cmd_prune, "remove (or zero) the experts a drop map drops"},
     {"graft", cmd_graft, "merge the experts of several models of one base into one"},
     {"logits", cmd_logits, "run token ids through the engine, write logits (and greedy tokens)"},
+    {"run", cmd_run, "chat with a model (one question, or interactively)"},
+    {"generate", cmd_generate, "continue a text with a model (raw completion for scripts)"},
+    {"ppl", cmd_ppl, "perplexity over a text, as llama-perplexity measures it"},
+    {"kld", cmd_kld, "KL divergence and top-1 agreement of candidates against a base model"},
 };
 
 static void usage(FILE *f) {

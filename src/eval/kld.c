@@ -1,0 +1,77 @@
+/* kld.c — KL divergence, Δp and top-1 agreement of a candidate against a
+ * base model, with the percentiles llama-perplexity's KL mode reports. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "eval/eval.h"
+
+mp_status mp_kld_add(mp_kld_acc *a, const float *base_lp, const float *cand_lp, int64_t V,
+                     mp_token next, mp_err *err) {
+    double kl = 0;
+    int64_t top_b = 0, top_c = 0;
+    for (int64_t i = 0; i < V; i++) {
+        double pb = exp((double)base_lp[i]);
+        kl += pb * ((double)base_lp[i] - (double)cand_lp[i]);
+        if (base_lp[i] > base_lp[top_b]) top_b = i;
+        if (cand_lp[i] > cand_lp[top_c]) top_c = i;
+    }
+    if (kl < 0) kl = 0; /* rounding on identical distributions */
+    if (a->n == a->cap) {
+        int64_t cap = a->cap ? 2 * a->cap : 4096;
+        double *k = mp_realloc(a->kld, (size_t)cap * sizeof *k);
+        if (!k) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+        a->kld = k;
+        a->cap = cap;
+    }
+    a->kld[a->n++] = kl;
+    a->sum += kl;
+    a->sum2 += kl * kl;
+    double dp = exp((double)cand_lp[next]) - exp((double)base_lp[next]);
+    a->dp_sum += dp;
+    a->dp_sum2 += dp * dp;
+    a->same_top += top_b == top_c;
+    mp_eval_acc_ppl(&a->ppl, cand_lp, next);
+    return MP_OK;
+}
+
+void mp_kld_free(mp_kld_acc *a) {
+    mp_free(a->kld);
+    a->kld = NULL;
+    a->n = a->cap = 0;
+}
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* Value at quantile q of sorted v[n] (nearest rank, as llama.cpp). */
+static double quantile(const double *v, int64_t n, double q) {
+    int64_t i = (int64_t)floor(q * (double)(n - 1) + 0.5);
+    return v[i < 0 ? 0 : i >= n ? n - 1 : i];
+}
+
+void mp_kld_summarise(mp_kld_acc *a, mp_kld_summary *s) {
+    double nll;
+    memset(s, 0, sizeof *s);
+    s->n = a->n;
+    mp_eval_ppl_finish(&a->ppl, &s->ppl, &s->ppl_err, &nll);
+    if (a->n == 0) return;
+    double n = (double)a->n;
+    s->mean = a->sum / n;
+    double var = a->sum2 / n - s->mean * s->mean;
+    s->mean_err = var > 0 && a->n > 1 ? sqrt(var / (n - 1)) : 0;
+    s->dp_mean = a->dp_sum / n;
+    s->dp_rms = sqrt(a->dp_sum2 / n);
+    s->same_top = (double)a->same_top / n;
+    qsort(a->kld, (size_t)a->n, sizeof *a->kld, cmp_double);
+    s->min = a->kld[0];
+    s->max = a->kld[a->n - 1];
+    s->p999 = quantile(a->kld, a->n, 0.999);
+    s->p99 = quantile(a->kld, a->n, 0.99);
+    s->p90 = quantile(a->kld, a->n, 0.90);
+    s->median = quantile(a->kld, a->n, 0.5);
+    s->p10 = quantile(a->kld, a->n, 0.10);
+    s->p5 = quantile(a->kld, a->n, 0.05);
+    s->p1 = quantile(a->kld, a->n, 0.01);
+}
