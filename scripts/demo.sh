@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh — the README's first command: installs the dependencies, builds
 # moeprune, makes a tiny random-weight Gemma 4 MoE and walks it through the
-# loop: inspect -> profile -> plan (two recipes) -> prune -> inspect.
+# loop: inspect -> profile -> plan (two recipes) -> prune -> eval.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -23,5 +23,7 @@ step "plan: REAP, 8 experts per layer, compared with frequency"
 $mp plan demo/tiny.stats --method reap --keep 8 --compare frequency --force -o demo/keep8-reap.json
 step "prune: 16 -> 8 experts per layer, byte copies of the kept experts"
 $mp prune demo/tiny-q8_0.gguf demo/keep8-reap.json --force -o demo/tiny-8e-q8_0.gguf
+$mp prune demo/tiny-q8_0.gguf demo/keep-contrib95.json --force -o demo/tiny-c95-q8_0.gguf
 $mp inspect demo/tiny-8e-q8_0.gguf | sed -n '/^MoE summary/,$p'
-ls -l demo/tiny-q8_0.gguf demo/tiny-8e-q8_0.gguf
+step "eval: what each pruned model lost against the base (KL divergence, top-1 agreement, PPL)"
+$mp kld demo/tiny-q8_0.gguf demo/tiny-c95-q8_0.gguf demo/tiny-8e-q8_0.gguf README.md --ctx 128 --chunks 4
