@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build -j"$(nproc)" --target moeprune
-mp=./build/moeprune
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build-release -j"$(nproc)" --target moeprune
+mp=./build-release/moeprune
 mkdir -p demo
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "synth: a tiny Gemma 4 MoE (4 layers, 16 experts, top-4), Q8_0"

@@ -264,7 +264,7 @@ static void kv_u32_layers(mp_gguf_writer *w, const char *key, const tcfg *c, int
         return;
     }
     uint8_t buf[MAXL * 4];
-    for (int64_t l = 0; l < c->n_layer; l++)
+    for (int64_t l = 0; l < c->n_layer && l < MAXL; l++)
         for (int k = 0; k < 4; k++)
             buf[l * 4 + k] = (uint8_t)((uint32_t)(layer_swa(c, l) ? swa_v : glob_v) >> (8 * k));
     CHECK_STATUS(MP_OK, mp_gguf_writer_kv_arr(w, key, MP_GGUF_UINT32, buf, (uint64_t)c->n_layer,
