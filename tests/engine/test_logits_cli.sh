@@ -7,34 +7,12 @@
 set -u
 M=$1
 SRC=$2
+. "$SRC/tests/common/shelltest.sh"
+shelltest_init test_logits_cli
 D=$SRC/tests/data/gemma4-tiny-a
 MODEL=$D/tiny-a-q8_0.gguf
 TOK=$D/tiny-a-q8_0.ref/prompt2.tokens.txt
-T=$(mktemp -d "${TMPDIR:-/tmp}/mp-logits-cli-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
 
-# expect CODE DESCRIPTION -- COMMAND...
-expect() {
-    local want=$1 what=$2
-    shift 3
-    checks=$((checks + 1))
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: $what: exit $got, expected $want: $*" >&2
-        sed 's/^/  stderr: /' "$T/err" >&2
-        fails=$((fails + 1))
-    fi
-}
-check() {
-    checks=$((checks + 1))
-    if ! eval "$1"; then
-        echo "FAIL: $2" >&2
-        fails=$((fails + 1))
-    fi
-}
 
 expect 0 "help" -- "$M" logits --help
 check 'grep -q "example:" "$T/out"' "--help shows an example"
@@ -72,5 +50,4 @@ expect 1 "context too small" -- "$M" logits "$MODEL" --tokens "$TOK" -o "$T/c.f3
 check '[ "$(ls "$T" | LC_ALL=C sort | tr "\n" " ")" = "a.f32 b.f32 bad.txt err g.txt out " ]' \
     "failed runs leave no output or temp files"
 
-echo "test_logits_cli: $checks checks, $fails failed"
-[ "$fails" = 0 ]
+shelltest_end

@@ -10,33 +10,11 @@
 set -u
 M=$1
 SRC=$2
+. "$SRC/tests/common/shelltest.sh"
+shelltest_init test_generate_cli
 D=$SRC/tests/data/gemma4-tiny-a
 MODEL=$D/tiny-a-q8_0.gguf
-T=$(mktemp -d "${TMPDIR:-/tmp}/mp-generate-cli-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
 
-# expect CODE DESCRIPTION -- COMMAND...: stdout in $T/out, stderr in $T/err
-expect() {
-    local want=$1 what=$2
-    shift 3
-    checks=$((checks + 1))
-    "$@" >"$T/out" 2>"$T/err" </dev/null
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: $what: exit $got, expected $want: $*" >&2
-        sed 's/^/  stderr: /' "$T/err" >&2
-        fails=$((fails + 1))
-    fi
-}
-check() {
-    checks=$((checks + 1))
-    if ! eval "$1"; then
-        echo "FAIL: $2" >&2
-        fails=$((fails + 1))
-    fi
-}
 
 expect 0 "help" -- "$M" generate --help
 check 'grep -q "example" "$T/out" && grep -q -- "--temp" "$T/out"' \
@@ -158,5 +136,4 @@ expect 0 "no map" -- "$M" generate "$MODEL" --tokens "$P1" $HOT
 check '! cmp -s "$T/out" "$T/masked"' \
     "the map changes the tokens (else the checks above prove nothing)"
 
-echo "test_generate_cli: $checks checks, $fails failed"
-[ "$fails" = 0 ]
+shelltest_end

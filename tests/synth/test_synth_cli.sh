@@ -6,38 +6,16 @@
 set -u
 M=$1
 SRC=$2
-T=$(mktemp -d "${TMPDIR:-/tmp}/mp-synth-cli-XXXXXX")
-trap 'rm -rf "$T"' EXIT
+. "$SRC/tests/common/shelltest.sh"
+shelltest_init test_synth_cli
 unset MOEPRUNE_DATA
-fails=0
-checks=0
 
-# expect CODE DESCRIPTION -- COMMAND...: runs COMMAND, stdout/stderr to $T/out, $T/err
-expect() {
-    local want=$1 what=$2
-    shift 3
-    checks=$((checks + 1))
-    "$@" >"$T/out" 2>"$T/err"
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: $what: exit $got, expected $want: $*" >&2
-        sed 's/^/  stderr: /' "$T/err" >&2
-        fails=$((fails + 1))
-    fi
-}
 # grep_in FILE PATTERN DESCRIPTION
 grep_in() {
     checks=$((checks + 1))
     if ! grep -q -- "$2" "$1"; then
         echo "FAIL: $3: '$2' not in $(basename "$1")" >&2
         sed 's/^/  /' "$1" >&2
-        fails=$((fails + 1))
-    fi
-}
-check() {
-    checks=$((checks + 1))
-    if ! eval "$1"; then
-        echo "FAIL: $2" >&2
         fails=$((fails + 1))
     fi
 }
@@ -110,5 +88,4 @@ check 'cmp -s "$T/v.gguf" "$T/w.gguf"' "vocab of a vocabulary file is the same f
 expect 0 "synth with the extracted vocabulary" -- "$M" synth --preset gemma4-tiny \
     -o "$T/d.gguf" --vocab "$T/v.gguf" --layers 1
 
-echo "test_synth_cli: $checks checks, $fails failed"
-[ "$fails" = 0 ]
+shelltest_end

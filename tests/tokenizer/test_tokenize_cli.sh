@@ -8,31 +8,9 @@
 set -u
 M=$1
 SRC=$2
-T=$(mktemp -d "${TMPDIR:-/tmp}/mp-tok-cli-XXXXXX")
-trap 'rm -rf "$T"' EXIT
-fails=0
-checks=0
+. "$SRC/tests/common/shelltest.sh"
+shelltest_init test_tokenize_cli
 
-# expect CODE DESCRIPTION -- COMMAND...: runs COMMAND, stdout/stderr to $T/out, $T/err
-expect() {
-    local want=$1 what=$2
-    shift 3
-    checks=$((checks + 1))
-    "$@" >"$T/out" 2>"$T/err" </dev/null
-    local got=$?
-    if [ "$got" != "$want" ]; then
-        echo "FAIL: $what: exit $got, expected $want: $*" >&2
-        sed 's/^/  stderr: /' "$T/err" >&2
-        fails=$((fails + 1))
-    fi
-}
-check() {
-    checks=$((checks + 1))
-    if ! eval "$1"; then
-        echo "FAIL: $2" >&2
-        fails=$((fails + 1))
-    fi
-}
 
 D="$SRC/tests/data/gemma4-tiny-a"
 TINY="$D/tiny-a-f32.gguf"
@@ -96,5 +74,4 @@ expect 1 "tokenize missing model" -- "$M" tokenize "$T/none.gguf" hi
 expect 1 "tokenize missing file" -- "$M" tokenize "$TINY" --file "$T/none.txt"
 expect 1 "tokenize not a model" -- "$M" tokenize "$D/prompts/prompt0.txt" hi
 
-echo "test_tokenize_cli: $checks checks, $fails failed"
-[ "$fails" = 0 ]
+shelltest_end
