@@ -27,3 +27,6 @@ $mp prune demo/tiny-q8_0.gguf demo/keep-contrib95.json --force -o demo/tiny-c95-
 $mp inspect demo/tiny-8e-q8_0.gguf | sed -n '/^MoE summary/,$p'
 step "eval: what each pruned model lost against the base (KL divergence, top-1 agreement, PPL)"
 $mp kld demo/tiny-q8_0.gguf demo/tiny-c95-q8_0.gguf demo/tiny-8e-q8_0.gguf README.md --ctx 128 --chunks 4
+step "bench-mc: the built-in multiple-choice smoke set (a random-weight model scores near chance)"
+$mp bench-mc demo/tiny-q8_0.gguf
+$mp bench-mc demo/tiny-8e-q8_0.gguf

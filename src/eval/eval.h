@@ -54,4 +54,21 @@ typedef struct mp_kld_summary {
 } mp_kld_summary;
 void mp_kld_summarise(mp_kld_acc *a, mp_kld_summary *s);
 
+/* One multiple-choice question (bench-mc). */
+typedef struct mp_mc_item {
+    const char *question;
+    const char *const *choices;
+    int n_choices;
+    int answer; /* index into choices */
+} mp_mc_item;
+
+/* The built-in smoke set (mc_builtin.c). */
+const mp_mc_item *mp_mc_builtin(size_t *n);
+
+/* Log-likelihood of each choice after "Question: Q\nAnswer:" (ll[n_choices],
+ * summed over the choice's tokens), and the predictions by raw and by
+ * length-normalised (per byte) log-likelihood. `logits` holds [n_ctx][V]. */
+mp_status mp_mc_score(mp_context *c, const mp_vocab *v, int64_t V, const mp_mc_item *it,
+                      float *logits, double *ll, int *pred, int *pred_norm, mp_err *err);
+
 #endif
