@@ -4,10 +4,14 @@
  * mean and percentiles, Δp of the correct token, top-1 agreement) plus the
  * perplexity ratio and resource numbers, as one table (or --json,
  * --markdown). Window by window: the base's log-probabilities of a window are
- * kept only while the candidates run on it. Not yet: --save-base (compact
- * top-K base logits for reuse). */
+ * kept only while the candidates run on it. --save-base keeps the base's top
+ * K log-probabilities per scored token (and its probability of the correct
+ * token) so later runs reuse them with --base-logits instead of running the
+ * base again: a full-vocabulary dump of a 262,144-token model is ~1 MB per
+ * token, K = 64 is 512 bytes. */
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -31,6 +35,14 @@ static const char *const help =
     "perplexity and its ratio to the base's. BASE and candidates must share the\n"
     "vocabulary. A candidate written as FILE:MAP.json runs FILE with the drop\n"
     "map's experts masked (no pruned file needed).\n"
+    "\n"
+    "  --ctx N, --chunks C    windows (default 512, all that fit)\n"
+    "  --save-base FILE       also save the base's top-K log-probs per token\n"
+    "  --top-k K              K for --save-base (default 64)\n"
+    "  --base-logits FILE     reuse a saved base instead of running it (same text\n"
+    "                         and --ctx); KLD is then a lower bound, exact when K\n"
+    "                         covers the vocabulary: the tail counts as one event\n"
+    "  -t N, --json, --markdown\n"
     "\n"
     "example:\n"
     "  moeprune kld gemma.gguf gemma-109e.gguf gemma-64e.gguf wiki.test.raw --ctx 512\n";
@@ -91,6 +103,96 @@ static mp_status open_model(cand *k, const char *arg, long long ctx_n, int threa
     return s;
 }
 
+/* Saved base log-probabilities: the base's top K per scored position, its
+ * probability of the correct token, and the tokens they were computed on
+ * (a GGUF: general.type "moeprune-kldbase"). */
+typedef struct kbase {
+    int64_t K, n_pos;
+    int32_t *ids;  /* [n_pos][K] */
+    float *logp;   /* [n_pos][K] */
+    float *p_next; /* [n_pos] */
+    mp_gguf *g;    /* when loaded: the arrays point into it */
+} kbase;
+
+static mp_status kbase_save(const kbase *b, const char *path, const char *base_path,
+                            const mp_token *tokens, int64_t n_ctx, int64_t n_chunk, int64_t V,
+                            mp_err *err) {
+    mp_gguf_writer *w;
+    mp_status s = mp_gguf_writer_open(&w, path, true, err);
+    if (s) return s;
+    uint8_t *tk = mp_malloc((size_t)(n_ctx * n_chunk) * 4);
+    if (!tk) s = mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; !s && i < n_ctx * n_chunk; i++)
+        mp_store_u32(tk + 4 * i, (uint32_t)tokens[i]);
+    if (!s) s = mp_gguf_writer_kv_str(w, "general.type", "moeprune-kldbase", err);
+    if (!s) s = mp_gguf_writer_kv_u32(w, "moeprune.kldbase.version", 1, err);
+    if (!s) s = mp_gguf_writer_kv_str(w, "moeprune.kldbase.model", base_path, err);
+    if (!s) s = mp_gguf_writer_kv_u32(w, "moeprune.kldbase.n_ctx", (uint32_t)n_ctx, err);
+    if (!s) s = mp_gguf_writer_kv_u32(w, "moeprune.kldbase.n_vocab", (uint32_t)V, err);
+    if (!s)
+        s = mp_gguf_writer_kv_arr(w, "moeprune.kldbase.tokens", MP_GGUF_INT32, tk,
+                                  (uint64_t)(n_ctx * n_chunk), err);
+    mp_free(tk);
+    int64_t ne2[2] = {b->K, b->n_pos}, ne1[1] = {b->n_pos};
+    if (!s) s = mp_gguf_writer_add_tensor(w, "ids", MP_TYPE_I32, 2, ne2, err);
+    if (!s) s = mp_gguf_writer_add_tensor(w, "logp", MP_TYPE_F32, 2, ne2, err);
+    if (!s) s = mp_gguf_writer_add_tensor(w, "p_next", MP_TYPE_F32, 1, ne1, err);
+    /* little-endian hosts only write these arrays as they are in memory */
+    if (!s) s = mp_gguf_writer_write_data(w, b->ids, (size_t)(b->K * b->n_pos) * 4, err);
+    if (!s) s = mp_gguf_writer_write_data(w, b->logp, (size_t)(b->K * b->n_pos) * 4, err);
+    if (!s) s = mp_gguf_writer_write_data(w, b->p_next, (size_t)b->n_pos * 4, err);
+    if (!s) s = mp_gguf_writer_finish(w, err);
+    mp_gguf_writer_free(w);
+    return s;
+}
+
+static mp_status kbase_load(kbase *b, const char *path, const mp_token *tokens, int64_t n_ctx,
+                            int64_t n_chunk, int64_t V, int64_t scored, mp_err *err) {
+    mp_status s = mp_gguf_open(&b->g, path, err);
+    if (s) return s;
+    uint64_t ctx = 0, nv = 0;
+    int64_t ti = mp_gguf_find_key(b->g, "moeprune.kldbase.tokens");
+    const mp_gguf_tensor *ids = mp_gguf_find_tensor(b->g, "ids");
+    const mp_gguf_tensor *lp = mp_gguf_find_tensor(b->g, "logp");
+    const mp_gguf_tensor *pn = mp_gguf_find_tensor(b->g, "p_next");
+    mp_gguf_key_uint(b->g, "moeprune.kldbase.n_ctx", &ctx, NULL);
+    mp_gguf_key_uint(b->g, "moeprune.kldbase.n_vocab", &nv, NULL);
+    if (ti < 0 || !ids || !lp || !pn || ids->type != MP_TYPE_I32 || lp->type != MP_TYPE_F32 ||
+        pn->type != MP_TYPE_F32 || ids->ne[0] != lp->ne[0] || ids->ne[1] != lp->ne[1] ||
+        pn->ne[0] != ids->ne[1] || ids->ne[0] < 1 || ids->ne[0] > V)
+        return mp_err_set(err, MP_ERR_FORMAT, "%s: not a saved kld base (--save-base)", path);
+    if ((int64_t)ctx != n_ctx || (int64_t)nv != V)
+        return mp_err_set(err, MP_ERR_CHECK,
+                          "%s: saved with --ctx %llu and %llu tokens of "
+                          "vocabulary, this run uses --ctx %lld and %lld",
+                          path, (unsigned long long)ctx, (unsigned long long)nv, (long long)n_ctx,
+                          (long long)V);
+    if (ids->ne[1] < n_chunk * scored || mp_gguf_arr_len(b->g, ti) < (uint64_t)(n_chunk * n_ctx))
+        return mp_err_set(err, MP_ERR_CHECK, "%s: holds fewer windows than this run needs (%lld)",
+                          path, (long long)n_chunk);
+    for (int64_t i = 0; i < n_chunk * n_ctx; i++) {
+        int64_t t = -1;
+        mp_gguf_get_int(b->g, ti, (uint64_t)i, &t, NULL);
+        if (t != tokens[i])
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "%s: saved for other tokens (token %lld "
+                              "differs): same text and model?",
+                              path, (long long)i);
+    }
+    for (int64_t i = 0; i < ids->ne[0] * ids->ne[1]; i++) {
+        int32_t id = (int32_t)mp_load_u32((const uint8_t *)ids->data + 4 * i);
+        if (id < 0 || id >= V)
+            return mp_err_set(err, MP_ERR_FORMAT, "%s: ids[%lld] = %d out of the vocabulary", path,
+                              (long long)i, id);
+    }
+    b->K = ids->ne[0];
+    b->n_pos = ids->ne[1];
+    b->ids = (int32_t *)ids->data;
+    b->logp = (float *)lp->data;
+    b->p_next = (float *)pn->data;
+    return MP_OK;
+}
+
 static void summary_json(cJSON *row, const mp_kld_summary *s, double base_ppl) {
     cJSON_AddNumberToObject(row, "ppl", s->ppl);
     cJSON_AddNumberToObject(row, "ppl_stderr", s->ppl_err);
@@ -148,16 +250,20 @@ static void print_table(cand *ks, int nk, const mp_kld_summary *sm, double base_
 }
 
 int cmd_kld(int argc, char **argv) {
-    enum { OPT_CTX = 256, OPT_CHUNKS, OPT_JSON, OPT_MD };
+    enum { OPT_CTX = 256, OPT_CHUNKS, OPT_JSON, OPT_MD, OPT_SAVE, OPT_LOAD, OPT_TOPK };
     static const struct option opts[] = {{"ctx", required_argument, NULL, OPT_CTX},
                                          {"chunks", required_argument, NULL, OPT_CHUNKS},
                                          {"threads", required_argument, NULL, 't'},
                                          {"json", no_argument, NULL, OPT_JSON},
                                          {"markdown", no_argument, NULL, OPT_MD},
+                                         {"save-base", required_argument, NULL, OPT_SAVE},
+                                         {"base-logits", required_argument, NULL, OPT_LOAD},
+                                         {"top-k", required_argument, NULL, OPT_TOPK},
                                          {"help", no_argument, NULL, 'h'},
                                          {0, 0, 0, 0}};
-    long long ctx_n = 512, chunks = 0, threads = 0;
+    long long ctx_n = 512, chunks = 0, threads = 0, top_k = 64;
     bool json = false, md = false;
+    const char *save_base = NULL, *base_logits = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
@@ -173,6 +279,11 @@ int cmd_kld(int argc, char **argv) {
             break;
         case OPT_JSON: json = true; break;
         case OPT_MD: md = true; break;
+        case OPT_SAVE: save_base = optarg; break;
+        case OPT_LOAD: base_logits = optarg; break;
+        case OPT_TOPK:
+            if (!cli_parse_int(CMD, "--top-k", optarg, 1, 1 << 24, &top_k)) return MP_EXIT_USAGE;
+            break;
         case 'h': fputs(help, stdout); return MP_EXIT_OK;
         default: return cli_usage_error(CMD, "unknown option");
         }
@@ -182,6 +293,8 @@ int cmd_kld(int argc, char **argv) {
     if (npos - 2 > MAX_CANDIDATES)
         return cli_usage_error(CMD, "at most %d candidates", MAX_CANDIDATES);
     if (json && md) return cli_usage_error(CMD, "--json and --markdown exclude each other");
+    if (save_base && base_logits)
+        return cli_usage_error(CMD, "--save-base and --base-logits exclude each other");
     const char *text = argv[argc - 1];
     cand base = {0}, ks[MAX_CANDIDATES] = {{0}};
     int nk = npos - 2;
@@ -220,29 +333,71 @@ int cmd_kld(int argc, char **argv) {
         goto done;
     }
     mp_token bos = mp_vocab_specials(vb)->add_bos ? mp_vocab_specials(vb)->bos : -1;
+    kbase kb = {0};
+    if (base_logits && kbase_load(&kb, base_logits, tokens, ctx_n, n_chunk, V, scored, &err))
+        goto done_kb;
+    if (save_base) {
+        kb.K = top_k < V ? top_k : V;
+        kb.n_pos = n_chunk * scored;
+        kb.ids = mp_malloc((size_t)(kb.K * kb.n_pos) * sizeof *kb.ids);
+        kb.logp = mp_malloc((size_t)(kb.K * kb.n_pos) * sizeof *kb.logp);
+        kb.p_next = mp_malloc((size_t)kb.n_pos * sizeof *kb.p_next);
+        if (!kb.ids || !kb.logp || !kb.p_next) {
+            mp_err_set(&err, MP_ERR_NOMEM, "out of memory for the saved base");
+            goto done_kb;
+        }
+    }
     for (int64_t w = 0; w < n_chunk; w++) {
         double t0 = now_s();
-        if (mp_eval_chunk(base.c, tokens, &ep, w, bos, logits, window, &err)) goto done;
-        base.secs += now_s() - t0;
+        if (!kb.g) {
+            if (mp_eval_chunk(base.c, tokens, &ep, w, bos, logits, window, &err)) goto done_kb;
+            base.secs += now_s() - t0;
+        }
         for (int64_t j = 0; j < scored; j++) {
+            int64_t pos = w * scored + j;
+            mp_token next = tokens[w * ctx_n + first + j + 1];
+            if (kb.g) { /* the base's own PPL from its saved probabilities */
+                double nll = -log((double)kb.p_next[pos]);
+                base.acc.ppl.nll += nll;
+                base.acc.ppl.nll2 += nll * nll;
+                base.acc.ppl.count++;
+                continue;
+            }
             mp_eval_log_softmax(logits + (first + j) * V, V, base_lp + j * V);
-            if (mp_kld_add(&base.acc, base_lp + j * V, base_lp + j * V, V, window[first + j + 1],
-                           &err))
-                goto done;
+            if (mp_kld_add(&base.acc, base_lp + j * V, base_lp + j * V, V, next, &err))
+                goto done_kb;
+            if (save_base) {
+                mp_kld_topk(base_lp + j * V, V, kb.K, kb.ids + pos * kb.K, kb.logp + pos * kb.K);
+                kb.p_next[pos] = (float)exp((double)base_lp[j * V + next]);
+            }
         }
         for (int i = 0; i < nk; i++) {
             t0 = now_s();
-            if (mp_eval_chunk(ks[i].c, tokens, &ep, w, bos, logits, window, &err)) goto done;
+            if (mp_eval_chunk(ks[i].c, tokens, &ep, w, bos, logits, window, &err)) goto done_kb;
             ks[i].secs += now_s() - t0;
             for (int64_t j = 0; j < scored; j++) {
+                int64_t pos = w * scored + j;
+                mp_token next = tokens[w * ctx_n + first + j + 1];
                 mp_eval_log_softmax(logits + (first + j) * V, V, lp);
-                if (mp_kld_add(&ks[i].acc, base_lp + j * V, lp, V, window[first + j + 1], &err))
-                    goto done;
+                mp_status st =
+                    kb.g ? mp_kld_add_topk(&ks[i].acc, kb.ids + pos * kb.K, kb.logp + pos * kb.K,
+                                           kb.K, kb.p_next[pos], lp, V, next, &err)
+                         : mp_kld_add(&ks[i].acc, base_lp + j * V, lp, V, next, &err);
+                if (st) goto done_kb;
             }
         }
         if (!json && !md && isatty(2))
             fprintf(stderr, "\r[%lld/%lld] windows", (long long)(w + 1), (long long)n_chunk);
     }
+    if (save_base && kbase_save(&kb, save_base, base.path, tokens, ctx_n, n_chunk, V, &err))
+        goto done_kb;
+    if (!kb.g) {
+        mp_free(kb.ids);
+        mp_free(kb.logp);
+        mp_free(kb.p_next);
+    }
+    mp_gguf_free(kb.g);
+    kb = (kbase){0};
     if (!json && !md && isatty(2)) fputc('\n', stderr);
     mp_kld_summary bs, sm[MAX_CANDIDATES];
     mp_kld_summarise(&base.acc, &bs);
@@ -276,6 +431,14 @@ int cmd_kld(int argc, char **argv) {
         print_table(ks, nk, sm, bs.ppl, md);
     }
     rc = MP_EXIT_OK;
+    goto done;
+done_kb:
+    if (!kb.g) {
+        mp_free(kb.ids);
+        mp_free(kb.logp);
+        mp_free(kb.p_next);
+    }
+    mp_gguf_free(kb.g);
 done:
     if (rc) cli_fail(CMD, &err);
     mp_free(logits);

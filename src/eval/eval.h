@@ -46,6 +46,14 @@ typedef struct mp_kld_acc {
 mp_status mp_kld_add(mp_kld_acc *a, const float *base_lp, const float *cand_lp, int64_t V,
                      mp_token next, mp_err *err);
 void mp_kld_free(mp_kld_acc *a);
+/* The K largest log-probabilities of a row, descending (ties: lower id). */
+void mp_kld_topk(const float *lp, int64_t V, int64_t K, int32_t *ids, float *vals);
+/* mp_kld_add against a saved base position: its top-K ids and log-probs
+ * (descending) and its probability of the correct token; the rest of the
+ * vocabulary counts as one event (exact when K equals the vocabulary). */
+mp_status mp_kld_add_topk(mp_kld_acc *a, const int32_t *ids, const float *base_logp, int64_t K,
+                          float p_next, const float *cand_lp, int64_t V, mp_token next,
+                          mp_err *err);
 
 typedef struct mp_kld_summary {
     double ppl, ppl_err, mean, mean_err, max, p999, p99, p90, median, p10, p5, p1, min;

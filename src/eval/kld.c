@@ -75,3 +75,58 @@ void mp_kld_summarise(mp_kld_acc *a, mp_kld_summary *s) {
     s->p5 = quantile(a->kld, a->n, 0.05);
     s->p1 = quantile(a->kld, a->n, 0.01);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Against saved base log-probabilities (top K + remainder)                  */
+/* ------------------------------------------------------------------------ */
+
+/* The K largest entries of lp (descending; ties to the lower id). */
+void mp_kld_topk(const float *lp, int64_t V, int64_t K, int32_t *ids, float *vals) {
+    int64_t n = 0;
+    for (int64_t i = 0; i < V; i++) {
+        if (n == K && lp[i] <= vals[K - 1]) continue;
+        int64_t j = n < K ? n++ : K - 1;
+        while (j > 0 && vals[j - 1] < lp[i]) {
+            ids[j] = ids[j - 1];
+            vals[j] = vals[j - 1];
+            j--;
+        }
+        ids[j] = (int32_t)i;
+        vals[j] = lp[i];
+    }
+}
+
+mp_status mp_kld_add_topk(mp_kld_acc *a, const int32_t *ids, const float *base_logp, int64_t K,
+                          float p_next, const float *cand_lp, int64_t V, mp_token next,
+                          mp_err *err) {
+    double kl = 0, pb_top = 0, qc_top = 0;
+    int64_t top_c = 0;
+    for (int64_t i = 0; i < K; i++) {
+        double pb = exp((double)base_logp[i]);
+        kl += pb * ((double)base_logp[i] - (double)cand_lp[ids[i]]);
+        pb_top += pb;
+        qc_top += exp((double)cand_lp[ids[i]]);
+    }
+    /* the rest of the vocabulary as one event: exact when K == V */
+    double pr = 1 - pb_top, qr = 1 - qc_top;
+    if (pr > 1e-12) kl += pr * (log(pr) - log(qr > 1e-30 ? qr : 1e-30));
+    for (int64_t i = 1; i < V; i++)
+        if (cand_lp[i] > cand_lp[top_c]) top_c = i;
+    if (kl < 0) kl = 0;
+    if (a->n == a->cap) {
+        int64_t cap = a->cap ? 2 * a->cap : 4096;
+        double *k = mp_realloc(a->kld, (size_t)cap * sizeof *k);
+        if (!k) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+        a->kld = k;
+        a->cap = cap;
+    }
+    a->kld[a->n++] = kl;
+    a->sum += kl;
+    a->sum2 += kl * kl;
+    double dp = exp((double)cand_lp[next]) - (double)p_next;
+    a->dp_sum += dp;
+    a->dp_sum2 += dp * dp;
+    a->same_top += ids[0] == top_c;
+    mp_eval_acc_ppl(&a->ppl, cand_lp, next);
+    return MP_OK;
+}

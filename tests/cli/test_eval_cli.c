@@ -170,6 +170,44 @@ int main(int argc, char **argv) {
     CHECK(num(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "candidates"), 0), "kld_mean") == kld8);
     cJSON_Delete(j);
 
+    /* --save-base / --base-logits: with K = the whole vocabulary the saved base
+     * gives the live numbers; with a smaller K, a lower bound (the tail merged
+     * into one event can only lower KL); other settings or text refused */
+    char kb[600], kb32[600];
+    snprintf(kb, sizeof kb, "%s/base.kld", dir);
+    snprintf(kb32, sizeof kb32, "%s/base32.kld", dir);
+    double live = 0, full = 0, lower = 0;
+    snprintf(cmd, sizeof cmd,
+             "'%s' kld '%s' '%s:%s' '%s' --ctx 64 --chunks 2 --json --save-base '%s' --top-k 4096",
+             cli, model, model, maps[2], text, kb);
+    j = run_json(cmd);
+    live = num(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "candidates"), 0), "kld_mean");
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd,
+             "'%s' kld '%s' '%s:%s' '%s' --ctx 64 --chunks 2 --json --base-logits '%s'", cli, model,
+             model, maps[2], text, kb);
+    j = run_json(cmd);
+    full = num(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "candidates"), 0), "kld_mean");
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd,
+             "'%s' kld '%s' '%s:%s' '%s' --ctx 64 --chunks 2 --json --save-base '%s' --top-k 32",
+             cli, model, model, maps[2], text, kb32);
+    j = run_json(cmd);
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd,
+             "'%s' kld '%s' '%s:%s' '%s' --ctx 64 --chunks 2 --json --base-logits '%s'", cli, model,
+             model, maps[2], text, kb32);
+    j = run_json(cmd);
+    lower = num(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "candidates"), 0), "kld_mean");
+    cJSON_Delete(j);
+    CHECK_MSG(live > 0 && fabs(full - live) < 1e-5 * live, "saved base %g vs live %g", full, live);
+    CHECK_MSG(lower > 0 && lower <= live * (1 + 1e-6), "top-32 KLD %g above live %g", lower, live);
+    snprintf(cmd, sizeof cmd, "'%s' kld '%s' '%s' '%s' --ctx 32 --chunks 2 --base-logits '%s' 2>&1",
+             cli, model, model, text, kb);
+    CHECK_INT(1, mp_test_run(cmd, &out));
+    CHECK(out && strstr(out, "--ctx 64"));
+    free(out);
+
     /* refusals */
     char short_text[600];
     snprintf(short_text, sizeof short_text, "%s/short.txt", dir);
