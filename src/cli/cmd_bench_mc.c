@@ -1,8 +1,8 @@
 /* cmd_bench_mc.c — `moeprune bench-mc MODEL [FILE.jsonl]`: multiple-choice
  * accuracy by log-likelihood (src/eval/mc.c), offline. Each JSONL line is
  * {"question": "...", "choices": ["...", ...], "answer": 2 or "C"}; with no
- * file, the built-in smoke set. Not yet: scoring an extracted letter from a
- * generated answer. */
+ * file, the built-in smoke set. --generate N scores the first choice letter in
+ * a greedy answer instead. */
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -25,6 +25,9 @@ static const char *const help =
     "by the log-probability of its tokens: acc takes the highest sum, acc_norm the\n"
     "highest per byte. FILE.jsonl lines: {\"question\": \"...\", \"choices\": [...],\n"
     "\"answer\": 0 or \"A\"}. Without a file, a tiny built-in smoke set (8 questions).\n"
+    "\n"
+    "  --generate N   letter mode: show the choices as A., B., ... and score the\n"
+    "                 first choice letter in a greedy answer of up to N tokens\n"
     "\n"
     "example:\n"
     "  moeprune bench-mc gemma-64e.gguf arc-easy.jsonl --json\n";
@@ -118,13 +121,14 @@ static mp_status load_set(mc_set *s, const char *path, mp_err *err) {
 }
 
 int cmd_bench_mc(int argc, char **argv) {
-    enum { OPT_JSON = 256, OPT_DROPMAP };
+    enum { OPT_JSON = 256, OPT_DROPMAP, OPT_GEN };
     static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
                                          {"dropmap", required_argument, NULL, OPT_DROPMAP},
                                          {"json", no_argument, NULL, OPT_JSON},
+                                         {"generate", required_argument, NULL, OPT_GEN},
                                          {"help", no_argument, NULL, 'h'},
                                          {0, 0, 0, 0}};
-    long long threads = 0;
+    long long threads = 0, gen_n = 0;
     bool json = false;
     const char *dropmap = NULL;
     int c;
@@ -136,6 +140,9 @@ int cmd_bench_mc(int argc, char **argv) {
             break;
         case OPT_DROPMAP: dropmap = optarg; break;
         case OPT_JSON: json = true; break;
+        case OPT_GEN:
+            if (!cli_parse_int(CMD, "--generate", optarg, 1, 256, &gen_n)) return MP_EXIT_USAGE;
+            break;
         case 'h': fputs(help, stdout); return MP_EXIT_OK;
         default: return cli_usage_error(CMD, "unknown option");
         }
@@ -178,22 +185,32 @@ int cmd_bench_mc(int argc, char **argv) {
     for (size_t i = 0; i < n_items; i++) {
         double ll[MC_MAX_CHOICES];
         int pred = -1, pred_norm = -1;
-        if (mp_mc_score(ctx, v, V, &items[i], logits, ll, &pred, &pred_norm, &err)) {
+        char *answer = NULL;
+        mp_status st = gen_n
+                           ? mp_mc_letter(ctx, v, V, &items[i], (int)gen_n, &pred, &answer, &err)
+                           : mp_mc_score(ctx, v, V, &items[i], logits, ll, &pred, &pred_norm, &err);
+        if (st) {
             cJSON_Delete(root);
             goto done;
         }
+        if (gen_n) pred_norm = pred;
         correct += pred == items[i].answer;
         correct_norm += pred_norm == items[i].answer;
         if (per) {
             cJSON *q = cJSON_CreateObject();
             cJSON_AddNumberToObject(q, "answer", items[i].answer);
             cJSON_AddNumberToObject(q, "pred", pred);
-            cJSON_AddNumberToObject(q, "pred_norm", pred_norm);
-            cJSON *a = cJSON_AddArrayToObject(q, "loglik");
-            for (int j = 0; j < items[i].n_choices; j++)
-                cJSON_AddItemToArray(a, cJSON_CreateNumber(ll[j]));
+            if (gen_n) {
+                cJSON_AddStringToObject(q, "generated", answer ? answer : "");
+            } else {
+                cJSON_AddNumberToObject(q, "pred_norm", pred_norm);
+                cJSON *a = cJSON_AddArrayToObject(q, "loglik");
+                for (int j = 0; j < items[i].n_choices; j++)
+                    cJSON_AddItemToArray(a, cJSON_CreateNumber(ll[j]));
+            }
             cJSON_AddItemToArray(per, q);
         }
+        mp_free(answer);
     }
     double acc = (double)correct / (double)n_items, accn = (double)correct_norm / (double)n_items;
     if (root) {
@@ -206,9 +223,14 @@ int cmd_bench_mc(int argc, char **argv) {
         free(txt);
         cJSON_Delete(root);
     } else {
-        printf("%s: acc %.4f (%d/%zu), acc_norm %.4f (%d/%zu)%s\n", argv[optind], acc, correct,
-               n_items, accn, correct_norm, n_items,
-               argc - optind == 2 ? "" : " on the built-in smoke set");
+        if (gen_n)
+            printf("%s: letter accuracy %.4f (%d/%zu), greedy answers of up to %lld tokens%s\n",
+                   argv[optind], acc, correct, n_items, gen_n,
+                   argc - optind == 2 ? "" : ", built-in smoke set");
+        else
+            printf("%s: acc %.4f (%d/%zu), acc_norm %.4f (%d/%zu)%s\n", argv[optind], acc, correct,
+                   n_items, accn, correct_norm, n_items,
+                   argc - optind == 2 ? "" : " on the built-in smoke set");
     }
     rc = MP_EXIT_OK;
 done:

@@ -223,27 +223,29 @@ static const char *tail(const char *s, size_t w) {
 static void print_table(cand *ks, int nk, const mp_kld_summary *sm, double base_ppl,
                         bool markdown) {
     if (markdown)
-        printf("| model | size MiB | PPL | PPL ratio | mean KLD | max | 99.9%% | 99%% | median | "
-               "1%% | mean Δp | RMS Δp | same top p | tok/s |\n|---|---|---|---|---|---|---|---|"
-               "---|---|---|---|---|---|\n");
+        printf("| model | size MiB | resident MiB | PPL | PPL ratio | mean KLD | max | 99.9%% | "
+               "99%% | median | 1%% | mean Δp | RMS Δp | same top p | tok/s |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     else
-        printf("%-28s %9s %9s %7s %17s %8s %8s %8s %8s %8s %8s %7s %8s %7s\n", "model", "size MiB",
-               "PPL", "ratio", "mean KLD", "max", "99.9%", "99%", "median", "1%", "mean dp",
-               "RMS dp", "same top", "tok/s");
+        printf("%-28s %8s %8s %11s %7s %17s %8s %8s %8s %8s %8s %8s %7s %8s %7s\n", "model",
+               "size MiB", "res MiB", "PPL", "ratio", "mean KLD", "max", "99.9%", "99%", "median",
+               "1%", "mean dp", "RMS dp", "same top", "tok/s");
     for (int i = 0; i < nk; i++) {
         const mp_kld_summary *s = &sm[i];
-        double mib = (double)mp_gguf_file_size(mp_model_gguf(ks[i].m)) / (1 << 20);
+        const mp_gguf *g = mp_model_gguf(ks[i].m);
+        double mib = (double)mp_gguf_file_size(g) / (1 << 20);
+        double res = (double)mp_eval_mapped_resident(g) / (1 << 20);
         double tps = ks[i].secs > 0 ? (double)s->n * 2 / ks[i].secs : 0;
         if (markdown)
-            printf("| %s | %.1f | %.4f ± %.4f | %.4f | %.6f ± %.6f | %.5f | %.5f | %.5f | %.6f | "
-                   "%.6f | %+.4f%% | %.4f%% | %.2f%% | %.1f |\n",
-                   ks[i].label, mib, s->ppl, s->ppl_err, s->ppl / base_ppl, s->mean, s->mean_err,
-                   s->max, s->p999, s->p99, s->median, s->p1, 100 * s->dp_mean, 100 * s->dp_rms,
-                   100 * s->same_top, tps);
+            printf("| %s | %.1f | %.1f | %.4f ± %.4f | %.4f | %.6f ± %.6f | %.5f | %.5f | %.5f | "
+                   "%.6f | %.6f | %+.4f%% | %.4f%% | %.2f%% | %.1f |\n",
+                   ks[i].label, mib, res, s->ppl, s->ppl_err, s->ppl / base_ppl, s->mean,
+                   s->mean_err, s->max, s->p999, s->p99, s->median, s->p1, 100 * s->dp_mean,
+                   100 * s->dp_rms, 100 * s->same_top, tps);
         else
-            printf("%-28.28s %9.1f %9.4f %7.4f %8.6f±%8.6f %8.5f %8.5f %8.5f %8.6f %8.6f %+7.3f%%"
-                   " %6.3f%% %7.2f%% %7.1f\n",
-                   tail(ks[i].label, 28), mib, s->ppl, s->ppl / base_ppl, s->mean, s->mean_err,
+            printf("%-28.28s %8.1f %8.1f %11.4f %7.4f %8.6f±%8.6f %8.5f %8.5f %8.5f %8.6f %8.6f "
+                   "%+7.3f%% %6.3f%% %7.2f%% %7.1f\n",
+                   tail(ks[i].label, 28), mib, res, s->ppl, s->ppl / base_ppl, s->mean, s->mean_err,
                    s->max, s->p999, s->p99, s->median, s->p1, 100 * s->dp_mean, 100 * s->dp_rms,
                    100 * s->same_top, tps);
     }
@@ -415,6 +417,8 @@ int cmd_kld(int argc, char **argv) {
             cJSON_AddStringToObject(row, "model", ks[i].label);
             cJSON_AddNumberToObject(row, "file_size",
                                     (double)mp_gguf_file_size(mp_model_gguf(ks[i].m)));
+            cJSON_AddNumberToObject(row, "resident_bytes",
+                                    (double)mp_eval_mapped_resident(mp_model_gguf(ks[i].m)));
             cJSON_AddNumberToObject(row, "tokens_per_s",
                                     ks[i].secs > 0 ? (double)(n_chunk * ctx_n) / ks[i].secs : 0);
             summary_json(row, &sm[i], bs.ppl);

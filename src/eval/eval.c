@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "eval/eval.h"
@@ -99,4 +100,21 @@ int64_t mp_eval_rss_bytes(void) {
         fclose(f);
     }
     return (int64_t)rss * sysconf(_SC_PAGESIZE);
+}
+
+int64_t mp_eval_mapped_resident(const mp_gguf *g) {
+    const uint8_t *base = mp_gguf_base(g);
+    uint64_t size = mp_gguf_file_size(g);
+    long page = sysconf(_SC_PAGESIZE);
+    if (!base || size == 0 || page <= 0) return 0;
+    uintptr_t start = (uintptr_t)base / (uintptr_t)page * (uintptr_t)page;
+    size_t len = (size_t)((uintptr_t)base + size - start);
+    size_t n_pages = (len + (size_t)page - 1) / (size_t)page;
+    unsigned char *vec = mp_malloc(n_pages);
+    if (!vec) return 0;
+    int64_t resident = 0;
+    if (mincore((void *)start, len, vec) == 0)
+        for (size_t i = 0; i < n_pages; i++) resident += vec[i] & 1;
+    mp_free(vec);
+    return resident * page;
 }

@@ -23,6 +23,9 @@ mp_status mp_eval_tokenize_file(const mp_vocab *v, const char *path, mp_token **
                                 mp_err *err);
 /* Resident memory of this process now (0 if unknown). */
 int64_t mp_eval_rss_bytes(void);
+/* Bytes of a mapped model file that are in memory now (mincore): what running
+ * it made resident, shared page cache included. */
+int64_t mp_eval_mapped_resident(const mp_gguf *g);
 
 /* Negative log-likelihood sums. */
 typedef struct mp_eval_acc {
@@ -72,6 +75,15 @@ typedef struct mp_mc_item {
 
 /* The built-in smoke set (mc_builtin.c). */
 const mp_mc_item *mp_mc_builtin(size_t *n);
+
+/* The first choice letter (A.. within n_choices) standing alone in s: "B",
+ * "(B)", "B.", "the answer is B"; -1 when none. */
+int mp_mc_extract_letter(const char *s, int n_choices);
+/* Letter mode: the question with lettered choices ("A. ..."), then up to
+ * max_new greedy tokens; *pred is the first choice letter standing alone in
+ * the answer (-1: none), *answer the text (free with mp_free). */
+mp_status mp_mc_letter(mp_context *c, const mp_vocab *v, int64_t V, const mp_mc_item *it,
+                       int max_new, int *pred, char **answer, mp_err *err);
 
 /* Log-likelihood of each choice after "Question: Q\nAnswer:" (ll[n_choices],
  * summed over the choice's tokens), and the predictions by raw and by

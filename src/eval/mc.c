@@ -2,6 +2,7 @@
  * "acc_norm": the question is run once, then each choice continues it from
  * the cached prompt; a choice's score is the sum of the log-probabilities of
  * its tokens (acc), or that sum per byte of the choice (acc_norm). */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,5 +61,64 @@ done:
     mp_free(last);
     mp_free(pt);
     mp_free(ct);
+    return s;
+}
+
+/* The first letter A.. of the choices that stands alone in s ("B", "(B)",
+ * "B.", "answer is B"), or -1. */
+int mp_mc_extract_letter(const char *s, int n_choices) {
+    for (size_t i = 0; s[i]; i++) {
+        int c = (unsigned char)s[i];
+        if (c < 'A' || c >= 'A' + n_choices) continue;
+        bool before = i == 0 || !isalnum((unsigned char)s[i - 1]);
+        bool after = !isalnum((unsigned char)s[i + 1]);
+        if (before && after) return c - 'A';
+    }
+    return -1;
+}
+
+mp_status mp_mc_letter(mp_context *c, const mp_vocab *v, int64_t V, const mp_mc_item *it,
+                       int max_new, int *pred, char **answer, mp_err *err) {
+    mp_buf prompt = {0};
+    mp_token *pt = NULL, gen[256];
+    size_t np = 0;
+    int n_gen = 0;
+    char *text = NULL, line[1100];
+    size_t tlen = 0;
+    float *row = mp_malloc((size_t)V * sizeof *row);
+    mp_status s = row ? MP_OK : mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    snprintf(line, sizeof line, "Question: %s\n", it->question);
+    bool ok = !s && mp_buf_append(&prompt, line, strlen(line));
+    for (int j = 0; ok && j < it->n_choices; j++) {
+        snprintf(line, sizeof line, "%c. %s\n", 'A' + j, it->choices[j]);
+        ok = mp_buf_append(&prompt, line, strlen(line));
+    }
+    ok = ok && mp_buf_append(&prompt, "Answer:", 7);
+    if (!s && !ok) s = mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    mp_tokenize_params tp = {.add_bos = mp_vocab_specials(v)->add_bos};
+    if (!s) s = mp_tokenize(v, (const char *)prompt.data, prompt.len, tp, &pt, &np, err);
+    if (!s) {
+        mp_context_truncate(c, 0);
+        s = mp_context_eval(c, pt, (int64_t)np, MP_LOGITS_LAST, row, err);
+    }
+    if (max_new > (int)(sizeof gen / sizeof gen[0])) max_new = (int)(sizeof gen / sizeof gen[0]);
+    while (!s && n_gen < max_new) { /* greedy */
+        mp_token best = 0;
+        for (int64_t i = 1; i < V; i++)
+            if (row[i] > row[best]) best = (mp_token)i;
+        if (mp_vocab_is_eog(v, best)) break;
+        gen[n_gen++] = best;
+        s = mp_context_eval(c, &best, 1, MP_LOGITS_LAST, row, err);
+    }
+    if (!s) s = mp_detokenize(v, gen, (size_t)n_gen, false, &text, &tlen, err);
+    if (!s) {
+        *pred = mp_mc_extract_letter(text, it->n_choices);
+        *answer = text;
+        text = NULL;
+    }
+    mp_free(text);
+    mp_free(pt);
+    mp_free(row);
+    mp_buf_free(&prompt);
     return s;
 }
