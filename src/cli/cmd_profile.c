@@ -7,8 +7,9 @@
  * tokenized (BOS first) and cut into chunks of --ctx tokens, each run from an
  * empty cache; --shard I/N keeps every N-th chunk starting at I, so shards
  * profiled on several machines merge (`moeprune stats merge`) into exactly
- * the statistics of one run. Not yet: --generate (two-phase), --imatrix,
- * resume from a checkpoint. */
+ * the statistics of one run. --generate N profiles the model's own answers
+ * (two-phase); --resume continues from the last minute's checkpoint. Not
+ * yet: --imatrix. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -49,6 +50,15 @@ static const char *const help =
     "  --shard I/N           profile only chunks I, I+N, I+2N, ... (0 <= I < N)\n"
     "  -t, --threads N       worker threads (default: all CPUs)\n"
     "  --quiet               no progress line\n"
+    "  --generate N          two-phase: each text is a user prompt; the model answers\n"
+    "                        (up to N tokens, thinking on unless --no-think, --temp T\n"
+    "                        default 0.7, --seed S), then prompt + answer are replayed\n"
+    "                        and the answer's tokens counted: what the model routes\n"
+    "                        while it reasons\n"
+    "  --resume              continue an interrupted run from OUT.partial (written\n"
+    "                        every minute; same model, inputs and options)\n"
+    "  --stop-after N        profile N chunks, write the checkpoint and stop (for jobs\n"
+    "                        with a time limit: run again with --resume)\n"
     "\n"
     "Sharded runs, e.g. as a Slurm array or with GNU parallel, then merge:\n"
     "  parallel moeprune profile m.gguf corpus/ --shard {}/4 -o s{}.stats ::: 0 1 2 3\n"
@@ -288,8 +298,134 @@ typedef struct prof_opts {
     const char *inputs[MAX_INPUTS], *input_class[MAX_INPUTS];
     int n_inputs;
     long long ctx, max_tokens, threads, shard_i, shard_n;
-    bool quiet, force;
+    long long gen_n; /* two-phase: tokens to generate per prompt (0: off) */
+    float temp;      /* sampling temperature for --generate */
+    long long seed;
+    bool no_think;        /* --generate without the thinking turn */
+    long long stop_after; /* profile this many chunks, checkpoint, stop (0: all) */
+    bool quiet, force, resume;
 } prof_opts;
+
+/* Checkpoints: OUT.partial (a stats file) and OUT.partial.json
+ * ({"chunks_done": K, "plan": "..."}), rewritten every CHECKPOINT_SECONDS;
+ * --resume continues after chunk K when the plan (model, corpus, chunking,
+ * shard) is the same. */
+#define CHECKPOINT_SECONDS 60.0
+
+static void plan_signature(char *buf, size_t n, const char *sha, int64_t kept, int64_t total,
+                           const prof_opts *o) {
+    snprintf(buf, n, "%s/%lld chunks/%lld tokens/ctx %lld/shard %lld of %lld/generate %lld", sha,
+             (long long)kept, (long long)total, o->ctx, o->shard_i, o->shard_n, o->gen_n);
+}
+
+static mp_status checkpoint_save(const mp_stats *s, const prof_opts *o, int64_t done,
+                                 const char *sig, mp_err *err) {
+    char path[4096], meta[8192];
+    snprintf(path, sizeof path, "%s.partial", o->out);
+    mp_status st = mp_stats_save(s, path, true, err);
+    if (st) return st;
+    snprintf(path, sizeof path, "%s.partial.json", o->out);
+    int n = snprintf(meta, sizeof meta, "{\"chunks_done\": %lld, \"plan\": \"%s\"}\n",
+                     (long long)done, sig);
+    return mp_file_write_atomic(path, meta, (size_t)n, true, err);
+}
+
+/* Loads a checkpoint matching `sig`: chunks done and the stats so far. */
+static mp_status checkpoint_load(const prof_opts *o, const char *sig, int64_t *done,
+                                 mp_stats **stats, mp_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.partial.json", o->out);
+    size_t len;
+    char *txt = read_all(path, &len, err);
+    if (!txt) return err->status;
+    cJSON *j = cJSON_ParseWithLength(txt, len);
+    free(txt);
+    const cJSON *d = cJSON_GetObjectItem(j, "chunks_done"), *p = cJSON_GetObjectItem(j, "plan");
+    mp_status st = MP_OK;
+    if (!cJSON_IsNumber(d) || !cJSON_IsString(p))
+        st = mp_err_set(err, MP_ERR_FORMAT, "%s: not a profile checkpoint", path);
+    else if (strcmp(p->valuestring, sig))
+        st = mp_err_set(err, MP_ERR_CHECK,
+                        "%s: the checkpoint is for another run (%s), this one is %s", path,
+                        p->valuestring, sig);
+    else
+        *done = (int64_t)d->valuedouble;
+    cJSON_Delete(j);
+    if (st) return st;
+    snprintf(path, sizeof path, "%s.partial", o->out);
+    return mp_stats_load(stats, path, err);
+}
+
+static void checkpoint_remove(const prof_opts *o) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s.partial", o->out);
+    unlink(path);
+    snprintf(path, sizeof path, "%s.partial.json", o->out);
+    unlink(path);
+}
+
+/* Two-phase: the text as a user turn, up to gen_n sampled tokens of answer
+ * with the profiler detached, then prompt + answer replayed in one pass with
+ * only the answer's tokens counted. Returns the tokens counted. */
+static mp_status two_phase(mp_context *ctx, const mp_vocab *v, mp_profiler *prof, mp_sampler *smp,
+                           const prof_opts *o, const char *text, int64_t *counted, mp_err *err) {
+    mp_chat_family fam;
+    mp_status st = mp_chat_detect(v, &fam, err);
+    if (st) return st;
+    mp_chat_msg msg = {.role = MP_CHAT_USER, .content = text};
+    mp_chat_params cp = {.thinking = !o->no_think, .add_generation_prompt = true};
+    char *prompt = NULL;
+    size_t plen = 0, np = 0;
+    mp_token *toks = NULL;
+    if ((st = mp_chat_render(fam, &msg, 1, cp, &prompt, &plen, err))) return st;
+    mp_tokenize_params tp = {.add_bos = mp_vocab_specials(v)->add_bos, .parse_special = true};
+    st = mp_tokenize(v, prompt, plen, tp, &toks, &np, err);
+    mp_free(prompt);
+    if (st) return st;
+    int64_t cap = (int64_t)np + o->gen_n, n = (int64_t)np;
+    int64_t V = 0;
+    mp_token *all = NULL;
+    float *logits = NULL;
+    if (cap > o->ctx) {
+        st = mp_err_set(err, MP_ERR_ARG,
+                        "a prompt of %zu tokens plus --generate %lld does not fit --ctx %lld", np,
+                        o->gen_n, o->ctx);
+        goto done;
+    }
+    V = mp_vocab_n_tokens(v);
+    all = mp_malloc((size_t)cap * sizeof *all);
+    logits = mp_malloc((size_t)V * sizeof *logits);
+    if (!all || !logits) {
+        st = mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(all, toks, np * sizeof *toks);
+    mp_sampler_reset(smp);
+    for (size_t i = 0; i < np; i++) mp_sampler_accept(smp, toks[i]);
+    mp_context_truncate(ctx, 0);
+    if ((st = mp_context_set_moe_hook(ctx, NULL, err)) ||
+        (st = mp_context_eval(ctx, all, n, MP_LOGITS_LAST, logits, err)))
+        goto done;
+    while (n < cap) {
+        mp_token t = mp_sampler_sample(smp, logits);
+        mp_sampler_accept(smp, t);
+        all[n++] = t;
+        if (mp_vocab_is_eog(v, t) || n == cap) break;
+        if ((st = mp_context_eval(ctx, &t, 1, MP_LOGITS_LAST, logits, err))) goto done;
+    }
+    mp_context_truncate(ctx, 0);
+    mp_profiler_set_min_pos(prof, (int64_t)np);
+    if ((st = mp_profiler_attach(prof, ctx, err)) ||
+        (st = mp_context_eval(ctx, all, n, MP_LOGITS_NONE, NULL, err)))
+        goto done;
+    mp_profiler_set_min_pos(prof, 0);
+    *counted = n - (int64_t)np;
+done:
+    mp_free(toks);
+    mp_free(all);
+    mp_free(logits);
+    return st;
+}
 
 static void progress(const prof_opts *o, int64_t done, int64_t total, double secs) {
     if (o->quiet || !isatty(2)) return;
@@ -325,6 +461,7 @@ static int run(const prof_opts *o) {
     mp_vocab *vocab = NULL;
     mp_context *ctx = NULL;
     mp_profiler *prof = NULL;
+    mp_sampler *smp = NULL;
     mp_token **toks = NULL;
     size_t *ntok = NULL;
     chunk *chunks = NULL;
@@ -350,17 +487,23 @@ static int run(const prof_opts *o) {
             goto done;
         n_chunks += ((int64_t)ntok[d] + o->ctx - 1) / o->ctx;
     }
-    if (!(chunks = calloc((size_t)(n_chunks ? n_chunks : 1), sizeof *chunks))) goto oom;
+    if (!(chunks = calloc((size_t)(n_chunks + c.n_docs + 1), sizeof *chunks))) goto oom;
     int64_t k = 0, kept = 0;
-    for (int64_t d = 0; d < c.n_docs; d++)
-        for (int64_t s = 0; s < (int64_t)ntok[d]; s += o->ctx, k++) {
-            if (k % o->shard_n != o->shard_i) continue;
-            int64_t len = (int64_t)ntok[d] - s < o->ctx ? (int64_t)ntok[d] - s : o->ctx;
-            if (o->max_tokens && total + len > o->max_tokens) len = o->max_tokens - total;
-            if (len <= 0) break;
-            chunks[kept++] = (chunk){d, s, len};
-            total += len;
-        }
+    if (o->gen_n) { /* two-phase: one prompt per text, no chunking */
+        for (int64_t d = 0; d < c.n_docs; d++)
+            if (d % o->shard_n == o->shard_i) chunks[kept++] = (chunk){d, 0, (int64_t)ntok[d]};
+        total = kept * o->gen_n;
+    } else {
+        for (int64_t d = 0; d < c.n_docs; d++)
+            for (int64_t s0 = 0; s0 < (int64_t)ntok[d]; s0 += o->ctx, k++) {
+                if (k % o->shard_n != o->shard_i) continue;
+                int64_t len = (int64_t)ntok[d] - s0 < o->ctx ? (int64_t)ntok[d] - s0 : o->ctx;
+                if (o->max_tokens && total + len > o->max_tokens) len = o->max_tokens - total;
+                if (len <= 0) break;
+                chunks[kept++] = (chunk){d, s0, len};
+                total += len;
+            }
+    }
     if (total == 0) {
         mp_err_set(&err, MP_ERR_ARG, "no tokens to profile (shard %lld/%lld of %" PRId64 " chunks)",
                    o->shard_i, o->shard_n, n_chunks);
@@ -373,22 +516,62 @@ static int run(const prof_opts *o) {
         mp_profiler_init(&prof, model, (const char *const *)c.classes, c.n_class, &err) ||
         mp_profiler_attach(prof, ctx, &err))
         goto done;
-    double t0 = now_s();
-    int64_t done_tok = 0;
-    for (int64_t i = 0; i < kept; i++) {
-        const chunk *ch = &chunks[i];
-        mp_context_truncate(ctx, 0);
-        if (mp_profiler_set_class(prof, c.docs[ch->doc].cls, &err) ||
-            mp_context_eval(ctx, toks[ch->doc] + ch->start, ch->len, MP_LOGITS_NONE, NULL, &err))
+    if (o->gen_n) {
+        mp_sampler_params sp = mp_sampler_default_params();
+        sp.temperature = o->temp;
+        sp.seed = (uint64_t)o->seed;
+        if (mp_sampler_init(&smp, (int32_t)mp_vocab_n_tokens(vocab), &sp, &err)) goto done;
+    }
+    char hex[65], sig[512];
+    file_sha256(mp_model_gguf(model), hex);
+    plan_signature(sig, sizeof sig, hex, kept, total, o);
+    int64_t first_chunk = 0;
+    if (o->resume) {
+        mp_stats *prev = NULL;
+        if (checkpoint_load(o, sig, &first_chunk, &prev, &err) ||
+            mp_stats_merge(mp_profiler_stats(prof), prev, &err)) {
+            mp_stats_free(prev);
             goto done;
-        mp_profiler_add_tokens(prof, ch->len);
-        done_tok += ch->len;
+        }
+        mp_stats_free(prev);
+        if (!o->quiet)
+            fprintf(stderr, "resuming after chunk %" PRId64 " of %" PRId64 "\n", first_chunk, kept);
+    }
+    double t0 = now_s(), last_ckpt = t0;
+    int64_t done_tok = 0;
+    for (int64_t i = first_chunk; i < kept; i++) {
+        const chunk *ch = &chunks[i];
+        int64_t counted = ch->len;
+        if (mp_profiler_set_class(prof, c.docs[ch->doc].cls, &err)) goto done;
+        if (o->gen_n) {
+            if (two_phase(ctx, vocab, prof, smp, o, c.docs[ch->doc].text, &counted, &err))
+                goto done;
+        } else {
+            mp_context_truncate(ctx, 0);
+            if (mp_context_eval(ctx, toks[ch->doc] + ch->start, ch->len, MP_LOGITS_NONE, NULL,
+                                &err))
+                goto done;
+        }
+        mp_profiler_add_tokens(prof, counted);
+        done_tok += o->gen_n ? o->gen_n : counted;
         progress(o, done_tok, total, now_s() - t0);
+        if (o->stop_after && i + 1 - first_chunk >= o->stop_after && i + 1 < kept) {
+            if (checkpoint_save(mp_profiler_stats(prof), o, i + 1, sig, &err)) goto done;
+            if (!o->quiet)
+                fprintf(stderr,
+                        "%s.partial: stopped after chunk %" PRId64 " of %" PRId64
+                        "; continue with --resume\n",
+                        o->out, i + 1, kept);
+            rc = MP_EXIT_OK;
+            goto done;
+        }
+        if (now_s() - last_ckpt > CHECKPOINT_SECONDS && i + 1 < kept) {
+            if (checkpoint_save(mp_profiler_stats(prof), o, i + 1, sig, &err)) goto done;
+            last_ckpt = now_s();
+        }
     }
     if (!o->quiet && isatty(2)) fputc('\n', stderr);
     mp_stats *s = mp_profiler_stats(prof);
-    char hex[65];
-    file_sha256(mp_model_gguf(model), hex);
     char *name = NULL;
     mp_gguf_key_strdup(mp_model_gguf(model), "general.name", &name, NULL);
     mp_free(s->model_name);
@@ -396,12 +579,14 @@ static int run(const prof_opts *o) {
     s->model_name = name ? name : mp_strdup("");
     s->model_sha256 = mp_strdup(hex);
     if (!s->model_name || !s->model_sha256) goto oom;
-    if (mp_stats_save(s, o->out, o->force, &err)) goto done;
+    if (mp_stats_save(s, o->out, o->force || o->resume, &err)) goto done;
+    checkpoint_remove(o);
     double secs = now_s() - t0;
-    fprintf(stderr,
-            "%s: %" PRId64 " tokens in %" PRId64 " chunks, %" PRId64 " classes, %.1f s "
-            "(%.1f tokens/s)\n",
-            o->out, total, kept, c.n_class, secs, secs > 0 ? (double)total / secs : 0);
+    double counted_all = 0;
+    for (int64_t ci = 0; ci < s->n_class; ci++) counted_all += s->class_tokens[ci];
+    fprintf(stderr, "%s: %.0f tokens counted in %" PRId64 " %s, %" PRId64 " classes, %.1f s\n",
+            o->out, counted_all, kept, o->gen_n ? "prompts (two-phase)" : "chunks", c.n_class,
+            secs);
     rc = MP_EXIT_OK;
     goto done;
 oom:
@@ -413,6 +598,7 @@ done:
     free(ntok);
     free(chunks);
     mp_profiler_free(prof);
+    mp_sampler_free(smp);
     mp_context_free(ctx);
     mp_vocab_free(vocab);
     mp_model_free(model);
@@ -421,7 +607,19 @@ done:
 }
 
 int cmd_profile(int argc, char **argv) {
-    enum { OPT_CLASS = 256, OPT_CTX, OPT_MAX, OPT_SHARD, OPT_QUIET };
+    enum {
+        OPT_CLASS = 256,
+        OPT_CTX,
+        OPT_MAX,
+        OPT_SHARD,
+        OPT_QUIET,
+        OPT_GEN,
+        OPT_TEMP,
+        OPT_SEED,
+        OPT_NOTHINK,
+        OPT_RESUME,
+        OPT_STOP
+    };
     static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
                                          {"class", required_argument, NULL, OPT_CLASS},
                                          {"ctx", required_argument, NULL, OPT_CTX},
@@ -431,8 +629,14 @@ int cmd_profile(int argc, char **argv) {
                                          {"quiet", no_argument, NULL, OPT_QUIET},
                                          {"force", no_argument, NULL, 'f'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"generate", required_argument, NULL, OPT_GEN},
+                                         {"temp", required_argument, NULL, OPT_TEMP},
+                                         {"seed", required_argument, NULL, OPT_SEED},
+                                         {"no-think", no_argument, NULL, OPT_NOTHINK},
+                                         {"resume", no_argument, NULL, OPT_RESUME},
+                                         {"stop-after", required_argument, NULL, OPT_STOP},
                                          {0, 0, 0, 0}};
-    prof_opts o = {.ctx = 512, .shard_n = 1};
+    prof_opts o = {.ctx = 512, .shard_n = 1, .temp = 0.7f, .seed = 42};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "o:t:fh", opts, NULL)) != -1) {
@@ -440,6 +644,26 @@ int cmd_profile(int argc, char **argv) {
         case 'o': o.out = optarg; break;
         case 'f': o.force = true; break;
         case OPT_QUIET: o.quiet = true; break;
+        case OPT_NOTHINK: o.no_think = true; break;
+        case OPT_RESUME: o.resume = true; break;
+        case OPT_STOP:
+            if (!cli_parse_int(CMD, "--stop-after", optarg, 1, INT64_MAX / 2, &o.stop_after))
+                return MP_EXIT_USAGE;
+            break;
+        case OPT_GEN:
+            if (!cli_parse_int(CMD, "--generate", optarg, 1, 1 << 20, &o.gen_n))
+                return MP_EXIT_USAGE;
+            break;
+        case OPT_SEED:
+            if (!cli_parse_int(CMD, "--seed", optarg, 0, INT64_MAX / 2, &o.seed))
+                return MP_EXIT_USAGE;
+            break;
+        case OPT_TEMP: {
+            char *end;
+            o.temp = strtof(optarg, &end);
+            if (*end || o.temp < 0) return cli_usage_error(CMD, "--temp: '%s' is not >= 0", optarg);
+            break;
+        }
         case 't':
             if (!cli_parse_int(CMD, "--threads", optarg, 0, 4096, &o.threads)) return MP_EXIT_USAGE;
             break;

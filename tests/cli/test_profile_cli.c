@@ -132,6 +132,76 @@ int main(int argc, char **argv) {
     mp_stats_free(b);
     mp_stats_free(h0);
 
+    /* resume: --stop-after 2 leaves a checkpoint and no output; --resume
+     * finishes it, equal to the uninterrupted run */
+    char res[600], part[700];
+    snprintf(res, sizeof res, "%s/res.stats", dir);
+    snprintf(part, sizeof part, "%s/res.stats.partial", dir);
+    snprintf(cmd, sizeof cmd,
+             "'%s' profile '%s'%s --ctx 16 -t 2 --quiet --stop-after 2 -o '%s' 2>&1", cli, model,
+             classes_arg, res);
+    CHECK_INT(0, mp_test_run(cmd, &out));
+    free(out);
+    CHECK(access(res, F_OK) != 0 && access(part, F_OK) == 0);
+    snprintf(cmd, sizeof cmd, "'%s' profile '%s'%s --ctx 32 -t 2 --quiet --resume -o '%s' 2>&1",
+             cli, model, classes_arg, res);
+    CHECK_INT(1, mp_test_run(cmd, &out)); /* another plan: refused */
+    CHECK(out && strstr(out, "another run"));
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' profile '%s'%s --ctx 16 -t 2 --quiet --resume -o '%s' 2>&1",
+             cli, model, classes_arg, res);
+    CHECK_INT(0, mp_test_run(cmd, &out));
+    free(out);
+    CHECK(access(res, F_OK) == 0 && access(part, F_OK) != 0);
+    mp_stats *ra = NULL, *rb = NULL;
+    CHECK_STATUS(MP_OK, mp_stats_load(&ra, full, &err), &err);
+    CHECK_STATUS(MP_OK, mp_stats_load(&rb, res, &err), &err);
+    for (int64_t c = 0; ra && rb && c < ra->n_class; c++) {
+        int64_t d = mp_stats_find_class(rb, ra->classes[c]);
+        CHECK(d >= 0 && ra->class_tokens[c] == rb->class_tokens[d]);
+        for (int64_t l = 0; d >= 0 && l < ra->n_layer; l++) {
+            const mp_stats_cell *x = mp_stats_cell_at(ra, l, c), *y = mp_stats_cell_at(rb, l, d);
+            for (int64_t i = 0; i < ra->n_expert[l] * ra->n_expert_used; i++)
+                CHECK(x->count[i] == y->count[i]);
+            for (int64_t e = 0; e < ra->n_expert[l]; e++)
+                CHECK_NEAR(x->contrib[e], y->contrib[e], 1e-9 * (1 + x->contrib[e]));
+        }
+    }
+    mp_stats_free(ra);
+    mp_stats_free(rb);
+
+    /* two-phase: the model answers each prompt, only the answers count;
+     * the same seed gives the same statistics */
+    char pj[600], g1[600], g2[600];
+    snprintf(pj, sizeof pj, "%s/prompts.jsonl", dir);
+    snprintf(g1, sizeof g1, "%s/g1.stats", dir);
+    snprintf(g2, sizeof g2, "%s/g2.stats", dir);
+    const char *prompts = "{\"text\": \"What is 17 * 23?\", \"class\": \"math\"}\n"
+                          "{\"text\": \"Write a haiku about rain.\", \"class\": \"creative\"}\n";
+    write_file(pj, prompts, strlen(prompts));
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "'%s' profile '%s' '%s' --generate 8 --ctx 128 --seed 7 --quiet -o '%s' 2>&1", cli,
+                 model, pj, i ? g2 : g1);
+        CHECK_INT(0, mp_test_run(cmd, &out));
+        free(out);
+    }
+    CHECK_STATUS(MP_OK, mp_stats_load(&ra, g1, &err), &err);
+    CHECK_STATUS(MP_OK, mp_stats_load(&rb, g2, &err), &err);
+    if (ra && rb) {
+        check_consistent(ra);
+        CHECK_INT(2, ra->n_class);
+        for (int64_t c = 0; c < ra->n_class; c++)
+            CHECK(ra->class_tokens[c] >= 1 && ra->class_tokens[c] <= 8);
+        for (int64_t l = 0; l < ra->n_layer; l++)
+            for (int64_t c = 0; c < ra->n_class; c++)
+                CHECK(!memcmp(mp_stats_cell_at(ra, l, c)->contrib,
+                              mp_stats_cell_at(rb, l, c)->contrib,
+                              (size_t)ra->n_expert[l] * sizeof(double)));
+    }
+    mp_stats_free(ra);
+    mp_stats_free(rb);
+
     /* classes: --class NAME=PATH for a folder, JSONL lines with their own class */
     char sub[600], txt[700], jl[700], st[600];
     snprintf(sub, sizeof sub, "%s/corpus", dir);
