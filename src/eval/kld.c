@@ -5,16 +5,9 @@
 
 #include "eval/eval.h"
 
-mp_status mp_kld_add(mp_kld_acc *a, const float *base_lp, const float *cand_lp, int64_t V,
-                     mp_token next, mp_err *err) {
-    double kl = 0;
-    int64_t top_b = 0, top_c = 0;
-    for (int64_t i = 0; i < V; i++) {
-        double pb = exp((double)base_lp[i]);
-        kl += pb * ((double)base_lp[i] - (double)cand_lp[i]);
-        if (base_lp[i] > base_lp[top_b]) top_b = i;
-        if (cand_lp[i] > cand_lp[top_c]) top_c = i;
-    }
+/* Appends one scored position's numbers to the accumulator. */
+static mp_status record(mp_kld_acc *a, double kl, double dp, bool same_top, const float *cand_lp,
+                        mp_token next, mp_err *err) {
     if (kl < 0) kl = 0; /* rounding on identical distributions */
     if (a->n == a->cap) {
         int64_t cap = a->cap ? 2 * a->cap : 4096;
@@ -26,12 +19,25 @@ mp_status mp_kld_add(mp_kld_acc *a, const float *base_lp, const float *cand_lp, 
     a->kld[a->n++] = kl;
     a->sum += kl;
     a->sum2 += kl * kl;
-    double dp = exp((double)cand_lp[next]) - exp((double)base_lp[next]);
     a->dp_sum += dp;
     a->dp_sum2 += dp * dp;
-    a->same_top += top_b == top_c;
+    a->same_top += same_top;
     mp_eval_acc_ppl(&a->ppl, cand_lp, next);
     return MP_OK;
+}
+
+mp_status mp_kld_add(mp_kld_acc *a, const float *base_lp, const float *cand_lp, int64_t V,
+                     mp_token next, mp_err *err) {
+    double kl = 0;
+    int64_t top_b = 0, top_c = 0;
+    for (int64_t i = 0; i < V; i++) {
+        double pb = exp((double)base_lp[i]);
+        kl += pb * ((double)base_lp[i] - (double)cand_lp[i]);
+        if (base_lp[i] > base_lp[top_b]) top_b = i;
+        if (cand_lp[i] > cand_lp[top_c]) top_c = i;
+    }
+    double dp = exp((double)cand_lp[next]) - exp((double)base_lp[next]);
+    return record(a, kl, dp, top_b == top_c, cand_lp, next, err);
 }
 
 void mp_kld_free(mp_kld_acc *a) {
@@ -112,21 +118,6 @@ mp_status mp_kld_add_topk(mp_kld_acc *a, const int32_t *ids, const float *base_l
     if (pr > 1e-12) kl += pr * (log(pr) - log(qr > 1e-30 ? qr : 1e-30));
     for (int64_t i = 1; i < V; i++)
         if (cand_lp[i] > cand_lp[top_c]) top_c = i;
-    if (kl < 0) kl = 0;
-    if (a->n == a->cap) {
-        int64_t cap = a->cap ? 2 * a->cap : 4096;
-        double *k = mp_realloc(a->kld, (size_t)cap * sizeof *k);
-        if (!k) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
-        a->kld = k;
-        a->cap = cap;
-    }
-    a->kld[a->n++] = kl;
-    a->sum += kl;
-    a->sum2 += kl * kl;
     double dp = exp((double)cand_lp[next]) - (double)p_next;
-    a->dp_sum += dp;
-    a->dp_sum2 += dp * dp;
-    a->same_top += ids[0] == top_c;
-    mp_eval_acc_ppl(&a->ppl, cand_lp, next);
-    return MP_OK;
+    return record(a, kl, dp, ids[0] == top_c, cand_lp, next, err);
 }

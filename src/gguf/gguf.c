@@ -479,35 +479,14 @@ fail:
 }
 
 mp_status mp_gguf_open(mp_gguf **out, const char *path, mp_err *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mp_err_set(err, MP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return mp_err_set(err, MP_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return mp_err_set(err, MP_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return mp_err_set(err, MP_ERR_IO, "%s: cannot map %zu bytes: %s", path, size,
-                              strerror(e));
-        }
-    }
-    close(fd);
+    const uint8_t *map;
+    size_t size;
+    mp_status s = mp_file_map(path, &map, &size, err);
+    if (s) return s;
     static const uint8_t empty[1];
     mp_gguf *g;
-    mp_status s = mp_gguf_parse(&g, map ? map : empty, size, path, (mp_gguf_params){0}, err);
-    if (s) {
-        if (map) munmap(map, size);
+    if ((s = mp_gguf_parse(&g, map ? map : empty, size, path, (mp_gguf_params){0}, err))) {
+        mp_file_unmap(map, size);
         return s;
     }
     g->mapped = map != NULL;
@@ -524,7 +503,7 @@ void mp_gguf_free(mp_gguf *g) {
         }
     if (g->tensors)
         for (int64_t i = 0; i < g->n_tensors; i++) mp_free((char *)g->tensors[i].name);
-    if (g->mapped) munmap((void *)g->data, g->size);
+    if (g->mapped) mp_file_unmap(g->data, g->size);
     mp_free(g->kv);
     mp_free(g->tensors);
     mp_free(g->kv_hash);

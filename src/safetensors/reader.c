@@ -153,7 +153,7 @@ void mp_st_free(mp_st *f) {
     mp_free(f->by_name);
     mp_free(f->meta_keys);
     mp_free(f->meta_vals);
-    if (f->mapped) munmap((void *)f->data, f->size);
+    if (f->mapped) mp_file_unmap(f->data, f->size);
     mp_free(f->path);
     mp_free(f);
 }
@@ -392,30 +392,14 @@ mp_status mp_st_parse(mp_st **out, const void *data, size_t size, const char *na
 }
 
 mp_status mp_st_open(mp_st **out, const char *path, mp_err *err) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return mp_err_set(err, MP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return mp_err_set(err, MP_ERR_IO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return mp_err_set(err, MP_ERR_IO, "%s: cannot map %zu bytes: %s", path, size,
-                              strerror(e));
-        }
-    }
-    close(fd);
+    const uint8_t *map;
+    size_t size;
+    mp_status s = mp_file_map(path, &map, &size, err);
+    if (s) return s;
     static const uint8_t empty[1];
     mp_st *f;
-    mp_status s = mp_st_parse(&f, map ? map : empty, size, path, err);
-    if (s) {
-        if (map) munmap(map, size);
+    if ((s = mp_st_parse(&f, map ? map : empty, size, path, err))) {
+        mp_file_unmap(map, size);
         return s;
     }
     f->mapped = map != NULL;

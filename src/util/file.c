@@ -2,9 +2,11 @@
  * small outputs (JSON maps, reports). Large outputs stream through the GGUF
  * writer, which follows the same temp-file-then-rename rule. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,4 +58,37 @@ done:
     }
     mp_tempfile_unregister(slot);
     return s;
+}
+
+mp_status mp_file_map(const char *path, const uint8_t **data, size_t *size, mp_err *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mp_err_set(err, MP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return mp_err_set(err, MP_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mp_err_set(err, MP_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    void *map = NULL;
+    if (n > 0) {
+        map = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return mp_err_set(err, MP_ERR_IO, "%s: cannot map %zu bytes: %s", path, n, strerror(e));
+        }
+    }
+    close(fd);
+    *data = map;
+    *size = n;
+    return MP_OK;
+}
+
+void mp_file_unmap(const uint8_t *data, size_t size) {
+    if (data) munmap((void *)data, size);
 }

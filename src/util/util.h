@@ -79,6 +79,11 @@ void mp_buf_free(mp_buf *b);
 mp_status mp_file_write_atomic(const char *path, const void *data, size_t len, bool overwrite,
                                mp_err *err);
 
+/* Maps `path` read-only: *data (NULL for an empty file) and *size. Unmap with
+ * mp_file_unmap. Refuses anything but a regular file. */
+mp_status mp_file_map(const char *path, const uint8_t **data, size_t *size, mp_err *err);
+void mp_file_unmap(const uint8_t *data, size_t size);
+
 /* Registry of temporary outputs (tempfiles.c): register returns a slot (or -1),
  * unregister frees it once the file is renamed or removed; remove_all is
  * async-signal-safe and meant for the CLI's SIGINT/SIGTERM handler. */
