@@ -680,6 +680,18 @@ static double rel_diff(const float *a, const double *b, int64_t n) {
     return md / mb;
 }
 
+/* RMS of a - b over the largest |b|: unlike the maximum, not dominated by the
+ * rare position where rounding flips a near-tie in routing (fixtures/README). */
+static double rms_rel_diff(const float *a, const double *b, int64_t n) {
+    double ss = 0, mb = 1;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        ss += d * d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return sqrt(ss / (double)(n ? n : 1)) / mb;
+}
+
 static double max_abs_ff(const float *a, const float *b, int64_t n) {
     double md = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -809,9 +821,13 @@ static void test_config(const tcfg *c, const char *dir, uint64_t seed) {
     CHECK_MSG(bd <= BATCH_TOL, "%s: batched vs one by one %.3g", c->name, bd);
     run_opts of = {.threads = 2, .kv = MP_KV_F16};
     run_engine(path, tok, n, &of, b);
-    double fd = rel_diff(b, ref, n * V);
-    printf("%-16s F16 KV cache vs reference: max rel diff %.2e\n", c->name, fd);
-    CHECK_MSG(fd <= KV_F16_TOL, "%s: F16 cache %.3g", c->name, fd);
+    /* f16 rounding of K and V can flip a routing near-tie at some position
+     * (seed 1795475289 does: max 5.1e-2 there, RMS 4.9e-3), so the check is on
+     * the RMS; a wrong cache is off by O(1) everywhere */
+    double fd = rms_rel_diff(b, ref, n * V);
+    printf("%-16s F16 KV cache vs reference: max rel diff %.2e, RMS rel diff %.2e\n", c->name,
+           rel_diff(b, ref, n * V), fd);
+    CHECK_MSG(fd <= KV_F16_TOL, "%s: F16 cache RMS %.3g", c->name, fd);
 
     /* 5: fewer experts per token, against the reference with the same k */
     if (c->n_expert_used > 1) {
