@@ -484,7 +484,7 @@ mp_status mp_gguf_open(mp_gguf **out, const char *path, mp_err *err) {
     mp_status s = mp_file_map(path, &map, &size, err);
     if (s) return s;
     static const uint8_t empty[1];
-    mp_gguf *g;
+    mp_gguf *g = NULL;
     if ((s = mp_gguf_parse(&g, map ? map : empty, size, path, (mp_gguf_params){0}, err))) {
         mp_file_unmap(map, size);
         return s;

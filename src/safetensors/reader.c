@@ -397,7 +397,7 @@ mp_status mp_st_open(mp_st **out, const char *path, mp_err *err) {
     mp_status s = mp_file_map(path, &map, &size, err);
     if (s) return s;
     static const uint8_t empty[1];
-    mp_st *f;
+    mp_st *f = NULL;
     if ((s = mp_st_parse(&f, map ? map : empty, size, path, err))) {
         mp_file_unmap(map, size);
         return s;
