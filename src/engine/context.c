@@ -73,6 +73,18 @@ static void layout(mp_context *c, mp_arena *a) {
     c->ye = mp_arena_take(a, B * K * E, f);
     c->jobs = mp_arena_take(a, 2 * X + 3, sizeof *c->jobs);
     c->thr_row = mp_arena_take(a, nt * (size_t)m->max_n_in, f);
+    /* converted activations: two formats of every expert row at most */
+    const size_t act_row = mp_act_row_bytes(MP_ACT_Q8_32, m->max_n_in);
+    const size_t max_jobs = 2 * X + 3;
+    c->mm = (mp_mm_scratch){
+        .row = c->thr_row,
+        .row_stride = m->max_n_in,
+        .act = mp_arena_take(a, 2 * B * K + 2 * B, act_row),
+        .act_bytes = (2 * B * K + 2 * B) * act_row,
+        .in = mp_arena_take(a, max_jobs, mp_mm_input_size()),
+        .job_in = mp_arena_take(a, max_jobs, sizeof(int)),
+        .max_jobs = (int64_t)max_jobs,
+    };
     c->thr_att_stride = c->p.n_ctx + m->max_rot + m->max_kv;
     c->thr_att = mp_arena_take(a, nt * (size_t)c->thr_att_stride, f);
 }

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "arch/arch.h"
+#include "engine/kernels.h"
 
 /* ------------------------------------------------------------------ pool */
 
@@ -57,32 +58,31 @@ typedef struct mp_mm_job {
     int64_t first_task; /* set by mp_matmul */
 } mp_mm_job;
 
-/* Computes rows [r0, r1) of a job for all its tokens. `row` is the calling
- * thread's scratch of at least w.ne[0] floats. The reference dequantizes one
- * weight row at a time and dots it with every token, so a weight row is read
- * once per call whatever the token count. Later variants (int8 activations,
- * AVX2/AVX-512/NEON) plug in here with the same contract; the pool split and
- * the row chunks stay in mp_matmul. */
-typedef void (*mp_matmul_rows_fn)(const mp_mm_job *job, int64_t r0, int64_t r1, float *row);
-
-typedef struct mp_kernels {
-    const char *name;          /* "ref" */
-    mp_matmul_rows_fn matmul_rows;
-} mp_kernels;
-
-/* The kernels to use on this CPU (MOEPRUNE_CPU=ref forces the reference;
- * the reference is all there is in this increment). */
-const mp_kernels *mp_kernels_select(void);
-const mp_kernels *mp_kernels_ref(void);
+/* Scratch of mp_matmul, carved by the context: per-thread float rows for
+ * the dequantizing reference path, the converted activations, and the
+ * bookkeeping of one call (max_jobs jobs at most). */
+struct mp_mm_input;
+typedef struct mp_mm_scratch {
+    float *row;           /* [n_threads][row_stride] */
+    int64_t row_stride;   /* >= the longest weight row */
+    uint8_t *act;         /* converted activation rows */
+    size_t act_bytes;     /* when a call needs more, the rest takes the reference path */
+    struct mp_mm_input *in; /* [max_jobs] */
+    int *job_in;          /* [max_jobs] */
+    int64_t max_jobs;
+} mp_mm_scratch;
+size_t mp_mm_input_size(void);
 
 /* Output rows per task: fixed, so the split never depends on the thread
  * count; small enough that a 1-token product still spreads over threads. */
 #define MP_MM_CHUNK_ROWS 16
 
-/* Runs every job, split into row chunks over the pool. `scratch` holds one
- * buffer of `scratch_stride` floats per thread (>= the longest row). */
+/* Runs every job (n_jobs <= sc->max_jobs), split into row chunks over the
+ * pool, with the kernels of level k. */
 void mp_matmul(mp_pool *pool, const mp_kernels *k, mp_mm_job *jobs, int64_t n_jobs,
-               float *scratch, int64_t scratch_stride);
+               const mp_mm_scratch *sc);
+/* The kernel level in use ("ref", "avx2", "avx512", "neon"). */
+const char *mp_kernels_name(void);
 
 float mp_dot_f32(const float *a, const float *b, int64_t n);
 
@@ -170,6 +170,7 @@ struct mp_context {
     float *ye;    /* [B*K][n_embd] expert outputs */
     mp_mm_job *jobs;     /* [2*max_expert + 3] */
     float *thr_row;      /* [n_threads][max_n_in] dequantized weight rows */
+    mp_mm_scratch mm;    /* mp_matmul's scratch (thr_row, act, ...) */
     float *thr_att;      /* [n_threads][n_ctx + 2*max_rot + max_kv] scores, cos, sin, row */
     int64_t thr_att_stride;
 };

@@ -30,7 +30,7 @@ typedef struct step {
 } step;
 
 static void run_jobs(step *s, mp_mm_job *jobs, int64_t n_jobs) {
-    mp_matmul(s->c->pool, s->c->kern, jobs, n_jobs, s->c->thr_row, s->m->max_n_in);
+    mp_matmul(s->c->pool, s->c->kern, jobs, n_jobs, &s->c->mm);
 }
 
 static mp_mm_job job(const mp_weight *w, const float *x, int64_t ldx, float *y, int64_t ldy,

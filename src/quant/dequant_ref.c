@@ -164,24 +164,6 @@ static void dq_nvfp4(const uint8_t *b, float *y) {
 
 /* ---- K-quants (spec 2.5) ------------------------------------------------- */
 
-/* Byte offsets of the K-quant fields, in on-disk order (spec 2.5). */
-enum {
-    Q2K_QS = MP_QK_K / 16, /* after scales[16] */
-    Q2K_D = Q2K_QS + MP_QK_K / 4,
-    Q3K_QS = MP_QK_K / 8, /* after hmask[32] */
-    Q3K_SCALES = Q3K_QS + MP_QK_K / 4,
-    Q3K_D = Q3K_SCALES + 12,
-    Q45K_SCALES = 2 * MP_F16_BYTES, /* after d, dmin */
-    Q4K_QS = Q45K_SCALES + 12,
-    Q5K_QH = Q45K_SCALES + 12,
-    Q5K_QS = Q5K_QH + MP_QK_K / 8,
-    Q6K_QH = MP_QK_K / 2, /* after ql[128] */
-    Q6K_SCALES = Q6K_QH + MP_QK_K / 4,
-    Q6K_D = Q6K_SCALES + MP_QK_K / 16,
-    Q8K_QS = 4, /* after the f32 d */
-    IQ4XS_SCALES_L = 2 * MP_F16_BYTES, /* after d, scales_h */
-    IQ4XS_QS = IQ4XS_SCALES_L + MP_QK_K / 64,
-};
 
 static void dq_q2_k(const uint8_t *b, float *y) {
     const uint8_t *scales = b, *qs = b + Q2K_QS;

@@ -52,6 +52,25 @@
 #define MP_Q1_0_BYTES (MP_F16_BYTES + MP_QK1_0 / 8)                 /* 18 */
 #define MP_Q2_0_BYTES (MP_F16_BYTES + MP_QK2_0 / 4)                 /* 18 */
 
+/* Byte offsets of the K-quant fields, in on-disk order (spec 2.5). */
+enum {
+    Q2K_QS = MP_QK_K / 16, /* after scales[16] */
+    Q2K_D = Q2K_QS + MP_QK_K / 4,
+    Q3K_QS = MP_QK_K / 8, /* after hmask[32] */
+    Q3K_SCALES = Q3K_QS + MP_QK_K / 4,
+    Q3K_D = Q3K_SCALES + 12,
+    Q45K_SCALES = 2 * MP_F16_BYTES, /* after d, dmin */
+    Q4K_QS = Q45K_SCALES + 12,
+    Q5K_QH = Q45K_SCALES + 12,
+    Q5K_QS = Q5K_QH + MP_QK_K / 8,
+    Q6K_QH = MP_QK_K / 2, /* after ql[128] */
+    Q6K_SCALES = Q6K_QH + MP_QK_K / 4,
+    Q6K_D = Q6K_SCALES + MP_QK_K / 16,
+    Q8K_QS = 4, /* after the f32 d */
+    IQ4XS_SCALES_L = 2 * MP_F16_BYTES, /* after d, scales_h */
+    IQ4XS_QS = IQ4XS_SCALES_L + MP_QK_K / 64,
+};
+
 /* IQ4_NL / IQ4_XS non-linear 4-bit codebook (ggml kvalues_iq4nl). */
 extern const int8_t mp_kvalues_iq4nl[16];
 /* E2M1 (FP4) values doubled so they are integers, index = 4-bit code, bit 3 the
