@@ -808,6 +808,9 @@ int64_t mp_model_n_expert_used(const mp_model *m); /* the file's top-k */
 int64_t mp_model_n_expert(const mp_model *m, int64_t layer);
 /* The open file the model is bound to (borrowed, valid while the model lives). */
 const mp_gguf *mp_model_gguf(const mp_model *m);
+/* The CPU kernel level contexts use: "avx512", "avx2", "neon", "ref" (scalar)
+ * or "exact" (float activations); MOEPRUNE_CPU chooses (see README). */
+const char *mp_cpu_kernels(void);
 
 typedef enum mp_kv_type {
     MP_KV_F32 = 0,

@@ -26,6 +26,7 @@ int cmd_run(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_kld(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_bench_mc(int argc, char **argv);
 
 /* Prints "moeprune CMD: MESSAGE" for a failed status and returns MP_EXIT_FAIL. */

@@ -32,6 +32,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a text with a model (raw completion for scripts)"},
     {"ppl", cmd_ppl, "perplexity over a text, as llama-perplexity measures it"},
     {"kld", cmd_kld, "KL divergence and top-1 agreement of candidates against a base model"},
+    {"bench", cmd_bench, "prompt and generation speed (tokens/s), as llama-bench measures it"},
     {"bench-mc", cmd_bench_mc, "multiple-choice accuracy by log-likelihood (built-in smoke set)"},
 };
 

@@ -81,8 +81,6 @@ size_t mp_mm_input_size(void);
  * pool, with the kernels of level k. */
 void mp_matmul(mp_pool *pool, const mp_kernels *k, mp_mm_job *jobs, int64_t n_jobs,
                const mp_mm_scratch *sc);
-/* The kernel level in use ("ref", "avx2", "avx512", "neon"). */
-const char *mp_kernels_name(void);
 
 float mp_dot_f32(const float *a, const float *b, int64_t n);
 

@@ -55,18 +55,6 @@ static void kv_store(const mp_context *c, void *cache, int64_t pos, const float 
     }
 }
 
-/* Head g of cache row `pos` as floats: a pointer into an F32 cache, or the
- * row converted into `tmp` for F16. */
-static const float *kv_head(const mp_context *c, const void *cache, int64_t pos, int64_t row,
-                            int64_t g, int64_t d, float *tmp) {
-    if (c->p.kv_type == MP_KV_F16) {
-        const uint16_t *p = (const uint16_t *)cache + pos * row + g * d;
-        for (int64_t i = 0; i < d; i++) tmp[i] = mp_f16_to_f32(p[i]);
-        return tmp;
-    }
-    return (const float *)cache + pos * row + g * d;
-}
-
 /* ------------------------------------------------------------- attention */
 
 /* Per token: per-head Q norm and RoPE; for layers that own K/V also V = K
@@ -117,17 +105,23 @@ static void attn_task(void *arg, int64_t task, int thread) {
     const int64_t lo = lh->is_swa && pos - s->hp->n_swa + 1 > 0 ? pos - s->hp->n_swa + 1 : 0;
     const void *kc = c->k_cache[lh->kv_source], *vc = c->v_cache[lh->kv_source];
     float *sc = c->thr_att + (size_t)thread * (size_t)c->thr_att_stride;
-    float *tmp = sc + c->p.n_ctx + s->m->max_rot;
     const float *q = c->q + t * H * d + h * d;
-    for (int64_t p = lo; p <= pos; p++)
-        sc[p - lo] = mp_dot_f32(q, kv_head(c, kc, p, row, g, d, tmp), d) * s->hp->attn_scale;
-    mp_softmax(sc, pos - lo + 1);
     float *o = c->att + t * H * d + h * d;
+    const mp_kernels *k = c->kern;
+    const bool f16 = c->p.kv_type == MP_KV_F16;
+    const size_t off = (size_t)(g * d);
+    for (int64_t p = lo; p <= pos; p++) {
+        const size_t at = (size_t)(p * row) + off;
+        const float dot = f16 ? k->dot_f16(q, (const uint16_t *)kc + at, d)
+                              : k->dot_f32(q, (const float *)kc + at, d);
+        sc[p - lo] = dot * s->hp->attn_scale;
+    }
+    mp_softmax(sc, pos - lo + 1);
     for (int64_t i = 0; i < d; i++) o[i] = 0;
     for (int64_t p = lo; p <= pos; p++) {
-        const float *vv = kv_head(c, vc, p, row, g, d, tmp);
-        const float a = sc[p - lo];
-        for (int64_t i = 0; i < d; i++) o[i] += a * vv[i];
+        const size_t at = (size_t)(p * row) + off;
+        if (f16) k->axpy_f16(o, sc[p - lo], (const uint16_t *)vc + at, d);
+        else k->axpy_f32(o, sc[p - lo], (const float *)vc + at, d);
     }
 }
 

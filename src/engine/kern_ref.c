@@ -80,6 +80,22 @@ float mp_dot_f32_ref(const float *a, const float *b, int64_t n) {
     return (s01 + s23) + (s45 + s67);
 }
 
+static float dot_f16_ref(const float *a, const uint16_t *h, int64_t n) {
+    float acc[DOT_LANES] = {0};
+    for (int64_t i = 0; i < n; i++) acc[i % DOT_LANES] += a[i] * mp_f16_to_f32(h[i]);
+    float s01 = acc[0] + acc[1], s23 = acc[2] + acc[3];
+    float s45 = acc[4] + acc[5], s67 = acc[6] + acc[7];
+    return (s01 + s23) + (s45 + s67);
+}
+
+static void axpy_f16_ref(float *y, float a, const uint16_t *h, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * mp_f16_to_f32(h[i]);
+}
+
+static void axpy_f32_ref(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 /* F16/BF16 rows are widened 256 values at a time (no row-sized scratch). */
 #define WIDEN_CHUNK 256
 
@@ -395,4 +411,7 @@ void mp_kern_ref_fill(mp_kernels *k) {
     k->gemm[MP_TYPE_Q6_K] = gemm_q6_k;
     k->gemm[MP_TYPE_IQ4_XS] = gemm_iq4_xs;
     k->dot_f32 = mp_dot_f32_ref;
+    k->dot_f16 = dot_f16_ref;
+    k->axpy_f16 = axpy_f16_ref;
+    k->axpy_f32 = axpy_f32_ref;
 }

@@ -120,6 +120,38 @@ static float KX(dot_f32)(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+static float KX(dot_f16)(const float *a, const uint16_t *h, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m256 h0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + i)));
+        const __m256 h1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + i + 8)));
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), h0, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), h1, s1);
+    }
+    float s = kx_hsum(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * _cvtsh_ss(h[i]);
+    return s;
+}
+
+static void KX(axpy_f16)(float *y, float a, const uint16_t *h, int64_t n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 hv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, hv, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * _cvtsh_ss(h[i]);
+}
+
+static void KX(axpy_f32)(float *y, float a, const float *x, int64_t n) {
+    const __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 /* 8 weights of a float type as floats. */
 KX_INLINE __m256 kx_load8(int type, const uint8_t *w) {
     if (type == MP_TYPE_F32) return _mm256_loadu_ps((const float *)(const void *)w);
@@ -440,6 +472,9 @@ static void KX(fill_table)(mp_kernels *k) {
     k->quant[MP_ACT_Q8_32] = KX(quant_q8_32);
     k->quant[MP_ACT_Q8_K] = KX(quant_q8_k);
     k->dot_f32 = KX(dot_f32);
+    k->dot_f16 = KX(dot_f16);
+    k->axpy_f16 = KX(axpy_f16);
+    k->axpy_f32 = KX(axpy_f32);
     k->gemm[MP_TYPE_F32] = KX(gemm_f32);
     k->gemm[MP_TYPE_F16] = KX(gemm_f16);
     k->gemm[MP_TYPE_BF16] = KX(gemm_bf16);

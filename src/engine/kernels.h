@@ -72,6 +72,10 @@ typedef struct mp_kernels {
     mp_act_fmt act[MP_TYPE_COUNT];
     mp_gemm_fn gemm[MP_TYPE_COUNT];
     float (*dot_f32)(const float *a, const float *b, int64_t n);
+    /* attention over an F16 KV cache: a . h, and y += a * h */
+    float (*dot_f16)(const float *a, const uint16_t *h, int64_t n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *h, int64_t n);
+    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
 } mp_kernels;
 
 /* The scalar reference, always available. */

@@ -79,7 +79,7 @@ const mp_kernels *mp_kernels_by_name(const char *name) {
     return NULL;
 }
 
-const char *mp_kernels_name(void) {
+const char *mp_cpu_kernels(void) {
     return mp_kernels_select()->name;
 }
 
