@@ -9,8 +9,8 @@
 #define KX(name) avx2_##name
 #define KX_ROWS_32 2
 #define KX_TOKS_32 4
-#define KX_ROWS_K 2
-#define KX_TOKS_K 2
+#define KX_ROWS_K 1
+#define KX_TOKS_K 4
 #include <immintrin.h>
 static inline __attribute__((always_inline)) __m256i kx_dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));

@@ -10,8 +10,8 @@
 #define KX(name) avx512_##name
 #define KX_ROWS_32 4
 #define KX_TOKS_32 4
-#define KX_ROWS_K 4
-#define KX_TOKS_K 2
+#define KX_ROWS_K 2
+#define KX_TOKS_K 4
 #include <immintrin.h>
 static inline __attribute__((always_inline)) __m256i kx_dot_u8s8(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);

@@ -271,6 +271,8 @@ KX_INLINE void kx_tile32(int type, int R, int T, int64_t n, const uint8_t *w, si
         __m256i ax[4], wq[4];
         float dw[4];
         for (int r = 0; r < R; r++) {
+            if (b % 2 == 0) /* ~2 cache lines ahead of each row's stream */
+                _mm_prefetch((const char *)(w + (size_t)r * ws + (size_t)(b + 8) * bb), _MM_HINT_T0);
             wq[r] = kx_codes32(type, w + (size_t)r * ws + (size_t)b * bb, &dw[r]);
             ax[r] = _mm256_sign_epi8(wq[r], wq[r]);
         }
@@ -326,14 +328,31 @@ KX_GEMM32(gemm_mxfp4, MP_TYPE_MXFP4)
 
 /* -------------------------------------------------------------- K-quants */
 
-/* One super-block of one row, unpacked once and reused for T tokens:
- * the 16-bit scale vectors for each 32 values (both 16-value halves) and
- * the per-16 mins (or Q6_K's -32 x scale) for the activation sums. */
+/* One super-block of one row, unpacked once and reused for T tokens.
+ * The sixteen per-16 scales are kept as int16 pairs in two vectors (p0:
+ * scales 0-3 | 8-11, p1: 4-7 | 12-15, each duplicated into an int32), so the
+ * scale vector of values 32j..32j+31 (int16 lanes 0-7: scale 2j, 8-15:
+ * scale 2j+1) is one permute; mn holds the per-16 mins (or Q6_K's 32 x
+ * scale) for the activation sums. */
 typedef struct kx_kblock {
-    __m256i sc[8];  /* int16 lanes: lanes 0-7 scale of values 0-15, 8-15 of 16-31 */
-    __m256i mn;     /* int16 per 16 values: subtracted with the activation sums */
+    __m256i p0, p1;
+    __m256i mn;
     float d, dmin;
 } kx_kblock;
+
+KX_INLINE __m256i kx_kscale(const kx_kblock *k, int j) {
+    /* groups 2j, 2j+1: P0 holds groups 0-3 (lanes 0-3) and 8-11 (lanes 4-7) */
+    const int g = 2 * j, src1 = (g / 4) % 2, lane = (g % 4) + 4 * (g / 8);
+    const __m256i idx = _mm256_setr_epi32(lane, lane, lane, lane, lane + 1, lane + 1, lane + 1,
+                                          lane + 1);
+    return _mm256_permutevar8x32_epi32(src1 ? k->p1 : k->p0, idx);
+}
+
+/* From 16 int16 per-16 scales to the pair vectors. */
+KX_INLINE void kx_kpairs(__m256i s16, kx_kblock *k) {
+    k->p0 = _mm256_unpacklo_epi16(s16, s16);
+    k->p1 = _mm256_unpackhi_epi16(s16, s16);
+}
 
 /* Unsigned codes of values 32j..32j+31 of a super-block. */
 KX_INLINE __m256i kx_kcodes(int type, const uint8_t *b, int j) {
@@ -373,34 +392,32 @@ KX_INLINE __m256i kx_kcodes(int type, const uint8_t *b, int j) {
 }
 
 KX_INLINE void kx_kunpack(int type, const uint8_t *b, kx_kblock *k) {
-    int16_t sc[16], mn[16];
     if (type == MP_TYPE_Q6_K) {
         k->d = kx_f16(b + Q6K_D);
         k->dmin = k->d;
-        for (int g = 0; g < 16; g++) {
-            sc[g] = (int8_t)b[Q6K_SCALES + g];
-            mn[g] = (int16_t)(32 * sc[g]);
-        }
-    } else {
-        k->d = kx_f16(b);
-        k->dmin = kx_f16(b + MP_F16_BYTES);
-        const uint8_t *s = b + Q45K_SCALES;
-        for (int j = 0; j < 8; j++) {
-            int c, m;
-            if (j < 4) {
-                c = s[j] & 63;
-                m = s[j + 4] & 63;
-            } else {
-                c = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4);
-                m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-            }
-            sc[2 * j] = sc[2 * j + 1] = (int16_t)c;
-            mn[2 * j] = mn[2 * j + 1] = (int16_t)m;
-        }
+        const __m256i s16 = _mm256_cvtepi8_epi16(
+            _mm_loadu_si128((const __m128i *)(const void *)(b + Q6K_SCALES)));
+        kx_kpairs(s16, k);
+        k->mn = _mm256_slli_epi16(s16, 5); /* value = d sc (q - 32) */
+        return;
     }
-    for (int j = 0; j < 8; j++)
-        k->sc[j] = _mm256_setr_m128i(_mm_set1_epi16(sc[2 * j]), _mm_set1_epi16(sc[2 * j + 1]));
-    k->mn = _mm256_loadu_si256((const __m256i *)(const void *)mn);
+    k->d = kx_f16(b);
+    k->dmin = kx_f16(b + MP_F16_BYTES);
+    /* the 12 packed bytes -> 8 six-bit scales (bytes 0-7) and mins (8-15):
+     * scales 0-3 and mins 0-3 are the low 6 bits of bytes 0-3 and 4-7;
+     * scales/mins 4-7 take their low 4 bits from bytes 8-11 (low/high
+     * nibble) and their top 2 bits from the top of bytes 0-3 / 4-7 */
+    const uint8_t *s = b + Q45K_SCALES;
+    const uint32_t w0 = mp_load_u32(s), w1 = mp_load_u32(s + 4), w2 = mp_load_u32(s + 8);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const uint32_t sc_lo = w0 & m6, sc_hi = (w2 & m4) | (((w0 >> 6) & m2) << 4);
+    const uint32_t mn_lo = w1 & m6, mn_hi = ((w2 >> 4) & m4) | (((w1 >> 6) & m2) << 4);
+    const __m128i sm = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)mn_lo, (int)mn_hi);
+    const __m128i sc8 = _mm_cvtepu8_epi16(sm), mn8 = _mm_cvtepu8_epi16(_mm_srli_si128(sm, 8));
+    /* per-16 values: each per-32 scale twice */
+    const __m256i sc16 = _mm256_set_m128i(_mm_unpackhi_epi16(sc8, sc8), _mm_unpacklo_epi16(sc8, sc8));
+    kx_kpairs(sc16, k);
+    k->mn = _mm256_set_m128i(_mm_unpackhi_epi16(mn8, mn8), _mm_unpacklo_epi16(mn8, mn8));
 }
 
 KX_INLINE void kx_tilek(int type, int R, int T, int64_t n, const uint8_t *w, size_t ws,
@@ -423,21 +440,32 @@ KX_INLINE void kx_tilek(int type, int R, int T, int64_t n, const uint8_t *w, siz
         const uint8_t *wb[4];
         for (int r = 0; r < R; r++) {
             wb[r] = w + (size_t)r * ws + (size_t)b * bb;
+            /* two super-blocks ahead: the streams of R rows at once defeat
+             * the hardware prefetcher at page ends */
+            _mm_prefetch((const char *)(wb[r] + 2 * bb), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wb[r] + 2 * bb + 64), _MM_HINT_T0);
+            _mm_prefetch((const char *)(wb[r] + 2 * bb + 128), _MM_HINT_T0);
             kx_kunpack(type, wb[r], &kb[r]);
         }
         __m256i isum[4][4];
         for (int r = 0; r < R; r++)
             for (int t = 0; t < T; t++) isum[r][t] = _mm256_setzero_si256();
+        /* unrolled: the permute indices and the code extraction of each j
+         * are compile-time constants */
+#pragma GCC unroll 8
         for (int j = 0; j < 8; j++) {
-            __m256i q[4];
-            for (int r = 0; r < R; r++) q[r] = kx_kcodes(type, wb[r], j);
+            __m256i q[4], sc[4];
+            for (int r = 0; r < R; r++) {
+                q[r] = kx_kcodes(type, wb[r], j);
+                sc[r] = kx_kscale(&kb[r], j);
+            }
             for (int t = 0; t < T; t++) {
                 const __m256i qa = _mm256_loadu_si256(
                     (const __m256i *)(const void *)(a + (size_t)t * as + MP_QK_K * b + 32 * j));
                 for (int r = 0; r < R; r++)
                     isum[r][t] = _mm256_add_epi32(
                         isum[r][t],
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], qa), kb[r].sc[j]));
+                        _mm256_madd_epi16(_mm256_maddubs_epi16(q[r], qa), sc[r]));
             }
         }
         for (int t = 0; t < T; t++) {
@@ -460,7 +488,11 @@ KX_INLINE void kx_tilek(int type, int R, int T, int64_t n, const uint8_t *w, siz
 #define KX_GEMMK(name, type)                                                                    \
     static void KX(name)(int64_t n, const uint8_t *w, size_t ws, int64_t nr, const uint8_t *a,  \
                          size_t as, int64_t nt, float *y, int64_t ldy) {                        \
-        KX_TILE_WALK(kx_tilek, type, KX_ROWS_K, KX_TOKS_K)                                      \
+        if (nt == 1) { /* a GEMV: more rows in flight instead of tokens */                   \
+            KX_TILE_WALK(kx_tilek, type, 4, 1)                                                  \
+        } else {                                                                                \
+            KX_TILE_WALK(kx_tilek, type, KX_ROWS_K, KX_TOKS_K)                                  \
+        }                                                                                       \
     }
 KX_GEMMK(gemm_q4_k, MP_TYPE_Q4_K)
 KX_GEMMK(gemm_q5_k, MP_TYPE_Q5_K)

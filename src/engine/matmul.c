@@ -128,6 +128,15 @@ static void quant_task(void *arg, int64_t task, int thread) {
     m->k->quant[in->fmt](in->x + t * in->ldx, in->n_in, in->a + (size_t)t * in->stride);
 }
 
+/* Rows per task: MP_MM_CHUNK_ROWS, or more for a single token on a tall
+ * matrix (the output head), so each thread streams long runs of weights.
+ * The results do not depend on it: every output element is one kernel dot
+ * over its whole row. */
+static int64_t chunk_rows(const mp_mm_job *job) {
+    return job->n_tok == 1 && job->w.ne[1] >= 64 * MP_MM_CHUNK_ROWS ? 4 * MP_MM_CHUNK_ROWS
+                                                                    : MP_MM_CHUNK_ROWS;
+}
+
 static void mm_task(void *arg, int64_t task, int thread) {
     const mm_run *m = arg;
     /* the job whose task range holds `task` (jobs sorted by first_task) */
@@ -140,8 +149,9 @@ static void mm_task(void *arg, int64_t task, int thread) {
     const mp_mm_job *job = &m->jobs[lo];
     const mp_weight *w = &job->w;
     const int64_t n_in = w->ne[0];
-    const int64_t r0 = (task - job->first_task) * MP_MM_CHUNK_ROWS;
-    const int64_t r1 = r0 + MP_MM_CHUNK_ROWS < w->ne[1] ? r0 + MP_MM_CHUNK_ROWS : w->ne[1];
+    const int64_t rows = chunk_rows(job);
+    const int64_t r0 = (task - job->first_task) * rows;
+    const int64_t r1 = r0 + rows < w->ne[1] ? r0 + rows : w->ne[1];
     const int ii = m->job_in[lo];
     if (ii >= 0 || (m->k->gemm[w->type] && m->k->act[w->type] == MP_ACT_F32)) {
         const uint8_t *a = ii >= 0 ? m->in[ii].a : (const uint8_t *)job->x;
@@ -209,7 +219,7 @@ void mp_matmul(mp_pool *pool, const mp_kernels *k, mp_mm_job *jobs, int64_t n_jo
     for (int64_t j = 0; j < n_jobs; j++) {
         jobs[j].first_task = n_tasks;
         if (jobs[j].n_tok > 0)
-            n_tasks += (jobs[j].w.ne[1] + MP_MM_CHUNK_ROWS - 1) / MP_MM_CHUNK_ROWS;
+            n_tasks += (jobs[j].w.ne[1] + chunk_rows(&jobs[j]) - 1) / chunk_rows(&jobs[j]);
     }
     mp_pool_run(pool, n_tasks, mm_task, &m);
 }
