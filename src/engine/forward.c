@@ -408,6 +408,16 @@ mp_status mp_forward(mp_context *c, const mp_token *tokens, int64_t n, int64_t p
     }
     for (s.l = 0; s.l < hp->n_layer; s.l++) {
         attention(&s);
+        /* After the last layer's attention the cache is complete; its FFN
+         * only feeds the logits, so rows nobody asked logits for are
+         * dropped (all of them for MP_LOGITS_NONE) -- unless a hook wants
+         * to see every token's routing. */
+        if (s.l == hp->n_layer - 1 && mode != MP_LOGITS_ALL && !c->hook.fn) {
+            if (mode == MP_LOGITS_NONE) return MP_OK;
+            memmove(c->x, c->x + (s.n - 1) * E, (size_t)E * sizeof *c->x);
+            s.pos0 += s.n - 1;
+            s.n = 1;
+        }
         mp_status st = ffn(&s, err);
         if (st) return st;
     }

@@ -635,6 +635,9 @@ typedef struct run_opts {
     int64_t k;                 /* 0: the file's */
     const bool *keep[MAXL];    /* masks, NULL: none */
     bool one_by_one;           /* eval token by token */
+    bool last_only;            /* tok[0..n-2] with no logits, then tok[n-1] and all n
+                                  again on a cleared cache with MP_LOGITS_LAST: both
+                                  must be the last row (logits holds one row) */
     const mp_moe_hook *hook;
 } run_opts;
 
@@ -658,10 +661,20 @@ static bool run_engine(const char *path, const mp_token *tok, int64_t n, const r
     if (!s && o->k) s = mp_context_set_experts_used(ctx, o->k, &err);
     if (!s && o->hook) s = mp_context_set_moe_hook(ctx, o->hook, &err);
     const int64_t V = mp_model_n_vocab(m);
-    if (o->one_by_one)
+    if (o->one_by_one) {
         for (int64_t t = 0; !s && t < n; t++)
             s = mp_context_eval(ctx, tok + t, 1, MP_LOGITS_LAST, logits + t * V, &err);
-    else if (!s)
+    } else if (o->last_only && !s) {
+        /* the forward pass drops the last layer's FFN for rows without
+         * logits: the cache must still be complete, the last row exact */
+        s = mp_context_eval(ctx, tok, n - 1, MP_LOGITS_NONE, NULL, &err);
+        if (!s) s = mp_context_eval(ctx, tok + n - 1, 1, MP_LOGITS_LAST, logits, &err);
+        float *again = malloc((size_t)V * sizeof *again);
+        mp_context_truncate(ctx, 0);
+        if (!s) s = mp_context_eval(ctx, tok, n, MP_LOGITS_LAST, again, &err);
+        CHECK(!s && !memcmp(logits, again, (size_t)V * sizeof *again));
+        free(again);
+    } else if (!s)
         s = mp_context_eval(ctx, tok, n, MP_LOGITS_ALL, logits, &err);
     CHECK_STATUS(MP_OK, s, &err);
     mp_context_free(ctx);
@@ -819,6 +832,12 @@ static void test_config(const tcfg *c, const char *dir, uint64_t seed) {
     double bd = max_abs_ff(a, b, n * V);
     printf("%-16s batched vs token-by-token: max abs diff %.2e\n", c->name, bd);
     CHECK_MSG(bd <= BATCH_TOL, "%s: batched vs one by one %.3g", c->name, bd);
+    /* 3b: logits of the last row only, and a prefix with none */
+    run_opts ol = {.threads = 2, .kv = MP_KV_F32, .n_batch = 32, .last_only = true};
+    run_engine(path, tok, n, &ol, b);
+    CHECK_MSG(!memcmp(a + (n - 1) * V, b, (size_t)V * sizeof *a),
+              "%s: last-row logits differ from the full run's last row (max %.3g)", c->name,
+              max_abs_ff(a + (n - 1) * V, b, V));
     run_opts of = {.threads = 2, .kv = MP_KV_F16};
     run_engine(path, tok, n, &of, b);
     /* f16 rounding of K and V can flip a routing near-tie at some position
