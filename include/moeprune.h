@@ -909,6 +909,28 @@ typedef struct mp_moe_hook {
  * asked for it. */
 mp_status mp_context_set_moe_hook(mp_context *c, const mp_moe_hook *hook, mp_err *err);
 
+/* What a matmul hook sees: the float inputs of one weight matrix product in
+ * one forward step (an expert's slab gets the tokens routed to it). For
+ * importance statistics (imatrix): per input column, the sum of x^2. */
+typedef struct mp_matmul_hook_data {
+    const char *tensor;  /* the weight's tensor name, e.g. "blk.3.attn_q.weight" */
+    int64_t slab;        /* expert index within a 3-D expert tensor, else 0 */
+    int64_t n_slab;      /* slabs of the tensor (its expert count), 1 for 2-D */
+    int64_t n_in;        /* inputs per row: the columns of x that matter */
+    int64_t n_tokens;    /* rows of x (0 never happens: empty products are skipped) */
+    const float *x;      /* [n_tokens][ldx] */
+    int64_t ldx;
+} mp_matmul_hook_data;
+typedef mp_status (*mp_matmul_hook_fn)(const mp_matmul_hook_data *d, void *user);
+
+/* Installs (fn NULL removes) a hook called, on the evaluating thread, before
+ * every weight matrix product of mp_context_eval (attention, dense FFN,
+ * router, each expert, the output head). A status other than MP_OK stops
+ * the eval with that status. While a hook (this or the MoE hook) is set,
+ * every token runs through every layer, also rows no logits were asked for. */
+mp_status mp_context_set_matmul_hook(mp_context *c, mp_matmul_hook_fn fn, void *user,
+                                     mp_err *err);
+
 /* ------------------------------------------------------------------------ */
 /* Expert statistics (profile output) and plans                             */
 /* ------------------------------------------------------------------------ */

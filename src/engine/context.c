@@ -303,3 +303,11 @@ mp_status mp_context_set_moe_hook(mp_context *c, const mp_moe_hook *hook, mp_err
     c->hook = *hook;
     return MP_OK;
 }
+
+mp_status mp_context_set_matmul_hook(mp_context *c, mp_matmul_hook_fn fn, void *user,
+                                     mp_err *err) {
+    (void)err;
+    c->mm_hook = fn;
+    c->mm_hook_user = fn ? user : NULL;
+    return MP_OK;
+}

@@ -55,6 +55,8 @@ typedef struct mp_mm_job {
     float *y;       /* [n_tok][ldy], ldy >= w.ne[1] */
     int64_t ldy;
     int64_t n_tok;
+    int64_t slab;       /* expert index of an _exps slab (for hooks), else 0 */
+    int64_t n_slab;     /* slabs of the tensor it came from, 1 for 2-D */
     int64_t first_task; /* set by mp_matmul */
 } mp_mm_job;
 
@@ -136,6 +138,8 @@ struct mp_context {
     int64_t k_used;            /* experts per token */
 
     mp_moe_hook hook;
+    mp_matmul_hook_fn mm_hook;   /* NULL: none */
+    void *mm_hook_user;
     float *hook_out;           /* [n_batch][K][n_embd] when hook.want_expert_out */
 
     /* scratch: one block carved at init (context.c, layout()) */

@@ -29,13 +29,28 @@ typedef struct step {
     int64_t l;    /* current layer */
 } step;
 
-static void run_jobs(step *s, mp_mm_job *jobs, int64_t n_jobs) {
-    mp_matmul(s->c->pool, s->c->kern, jobs, n_jobs, &s->c->mm);
+/* Calls the matmul hook for each job, then runs them. */
+static mp_status run_jobs(step *s, mp_mm_job *jobs, int64_t n_jobs, mp_err *err) {
+    mp_context *c = s->c;
+    for (int64_t j = 0; c->mm_hook && j < n_jobs; j++) {
+        if (jobs[j].n_tok == 0) continue;
+        const mp_weight *w = &jobs[j].w;
+        mp_matmul_hook_data d = {.tensor = w->name, .slab = jobs[j].slab,
+                                 .n_slab = jobs[j].n_slab,
+                                 .n_in = w->ne[0], .n_tokens = jobs[j].n_tok, .x = jobs[j].x,
+                                 .ldx = jobs[j].ldx};
+        mp_status st = c->mm_hook(&d, c->mm_hook_user);
+        if (st)
+            return mp_err_set(err, st, "eval: the matmul hook stopped the run at '%s' (status %s)",
+                              w->name ? w->name : "?", mp_status_name(st));
+    }
+    mp_matmul(c->pool, c->kern, jobs, n_jobs, &c->mm);
+    return MP_OK;
 }
 
 static mp_mm_job job(const mp_weight *w, const float *x, int64_t ldx, float *y, int64_t ldy,
                      int64_t n_tok) {
-    mp_mm_job j = {.w = *w, .x = x, .ldx = ldx, .y = y, .ldy = ldy, .n_tok = n_tok};
+    mp_mm_job j = {.w = *w, .x = x, .ldx = ldx, .y = y, .ldy = ldy, .n_tok = n_tok, .n_slab = 1};
     return j;
 }
 
@@ -125,7 +140,8 @@ static void attn_task(void *arg, int64_t task, int thread) {
     }
 }
 
-static void attention(step *s) {
+static mp_status attention(step *s, mp_err *err) {
+    mp_status st;
     mp_context *c = s->c;
     const mp_layer_hparams *lh = &s->hp->layers[s->l];
     const mp_layer_weights *w = &s->m->am->layers[s->l];
@@ -139,35 +155,41 @@ static void attention(step *s) {
         jobs[nj++] = job(&w->wk, c->xn, E, c->k, kvd, n);
         if (mp_weight_present(&w->wv)) jobs[nj++] = job(&w->wv, c->xn, E, c->v, kvd, n);
     }
-    run_jobs(s, jobs, nj);
+    st = run_jobs(s, jobs, nj, err);
+    if (st) return st;
     mp_pool_run(c->pool, n, qkv_task, s);
     mp_pool_run(c->pool, n * lh->n_head, attn_task, s);
     jobs[0] = job(&w->wo, c->att, qd, c->t1, E, n);
-    run_jobs(s, jobs, 1);
+    st = run_jobs(s, jobs, 1, err);
+    if (st) return st;
     if (w->post_attn_norm) norm_rows(s, c->t1, w->post_attn_norm, c->t1);
     for (int64_t i = 0; i < n * E; i++) c->x[i] += c->t1[i];
+    return MP_OK;
 }
 
 /* ------------------------------------------------------------------- FFN */
 
 /* Dense gated FFN of the normalised input xn into t1. */
-static void dense_ffn(step *s) {
+static mp_status dense_ffn(step *s, mp_err *err) {
+    mp_status st;
     mp_context *c = s->c;
     const mp_layer_weights *w = &s->m->am->layers[s->l];
     const int64_t E = s->hp->n_embd, F = s->hp->layers[s->l].n_ff, n = s->n;
     mp_mm_job *jobs = c->jobs;
     jobs[0] = job(&w->ffn_gate, c->xn, E, c->fa, F, n);
     jobs[1] = job(&w->ffn_up, c->xn, E, c->fb, F, n);
-    run_jobs(s, jobs, 2);
+    st = run_jobs(s, jobs, 2, err);
+    if (st) return st;
     for (int64_t i = 0; i < n * F; i++) c->fa[i] = mp_act_apply(s->hp->act, c->fa[i]) * c->fb[i];
     jobs[0] = job(&w->ffn_down, c->fa, F, c->t1, E, n);
-    run_jobs(s, jobs, 1);
+    return run_jobs(s, jobs, 1, err);
 }
 
 /* Router logits into rlog, then per token: mask, softmax over the layer's
  * experts, top-k by probability (lower id first on ties), renormalised
  * weights (spec 4, "Router"). */
-static void route(step *s) {
+static mp_status route(step *s, mp_err *err) {
+    mp_status st;
     mp_context *c = s->c;
     const mp_hparams *hp = s->hp;
     const mp_layer_weights *w = &s->m->am->layers[s->l];
@@ -185,7 +207,8 @@ static void route(step *s) {
         rin = c->r;
     }
     c->jobs[0] = job(&w->router, rin, E, c->rlog, X, n);
-    run_jobs(s, c->jobs, 1);
+    st = run_jobs(s, c->jobs, 1, err);
+    if (st) return st;
     const bool *keep = c->keep + c->keep_off[s->l];
     for (int64_t t = 0; t < n; t++) {
         float *p = c->prob + t * X;
@@ -210,6 +233,7 @@ static void route(step *s) {
             for (int64_t j = 0; j < K; j++) ws[j] = ws[j] / div;
         }
     }
+    return MP_OK;
 }
 
 /* Groups (token, slot) pairs by expert, in token order, and gathers the
@@ -236,7 +260,8 @@ static void group_by_expert(step *s) {
 }
 
 /* Gate/up then down products of every expert that got tokens. */
-static void run_experts(step *s) {
+static mp_status run_experts(step *s, mp_err *err) {
+    mp_status st;
     mp_context *c = s->c;
     const mp_layer_weights *w = &s->m->am->layers[s->l];
     const int64_t E = s->hp->n_embd, X = s->hp->layers[s->l].n_expert;
@@ -251,14 +276,21 @@ static void run_experts(step *s) {
         float *gu = c->gu + c->off[e] * 2 * F;
         if (fused) {
             mp_weight we = mp_weight_slab(&w->gate_up_exps, e);
-            jobs[nj++] = job(&we, xe, E, gu, 2 * F, m);
+            jobs[nj] = job(&we, xe, E, gu, 2 * F, m);
+            jobs[nj].slab = e;
+            jobs[nj++].n_slab = X;
         } else {
             mp_weight wg = mp_weight_slab(&w->gate_exps, e), wu = mp_weight_slab(&w->up_exps, e);
-            jobs[nj++] = job(&wg, xe, E, gu, 2 * F, m);
-            jobs[nj++] = job(&wu, xe, E, gu + F, 2 * F, m);
+            jobs[nj] = job(&wg, xe, E, gu, 2 * F, m);
+            jobs[nj].slab = e;
+            jobs[nj++].n_slab = X;
+            jobs[nj] = job(&wu, xe, E, gu + F, 2 * F, m);
+            jobs[nj].slab = e;
+            jobs[nj++].n_slab = X;
         }
     }
-    run_jobs(s, jobs, nj);
+    st = run_jobs(s, jobs, nj, err);
+    if (st) return st;
     for (int64_t r = 0; r < rows; r++) {
         const int32_t e = c->row_expert[r];
         const float gs = w->gate_exps_scale ? w->gate_exps_scale[e] : 1.0f;
@@ -272,9 +304,11 @@ static void run_experts(step *s) {
         const int64_t m = c->off[e + 1] - c->off[e];
         if (m == 0) continue;
         mp_weight wd = mp_weight_slab(&w->down_exps, e);
-        jobs[nj++] = job(&wd, c->ea + c->off[e] * F, F, c->ye + c->off[e] * E, E, m);
+        jobs[nj] = job(&wd, c->ea + c->off[e] * F, F, c->ye + c->off[e] * E, E, m);
+        jobs[nj].slab = e;
+        jobs[nj++].n_slab = X;
     }
-    run_jobs(s, jobs, nj);
+    return run_jobs(s, jobs, nj, err);
 }
 
 /* moe[t] = sum over slots j (in rank order) of (y_e * scale_e) * w_j; the
@@ -337,14 +371,12 @@ static mp_status moe_ffn(step *s, mp_err *err) {
     const mp_layer_weights *w = &s->m->am->layers[s->l];
     if (w->pre_ffw_norm_2) norm_rows(s, c->x, w->pre_ffw_norm_2, c->u);
     else memcpy(c->u, c->xn, (size_t)(s->n * s->hp->n_embd) * sizeof *c->u);
-    route(s);
+    mp_status st = route(s, err);
+    if (st) return st;
     group_by_expert(s);
-    run_experts(s);
+    if ((st = run_experts(s, err))) return st;
     combine_experts(s);
-    if (c->hook.fn) {
-        mp_status st = call_hook(s, err);
-        if (st) return st;
-    }
+    if (c->hook.fn && (st = call_hook(s, err))) return st;
     if (w->post_ffw_norm_2) norm_rows(s, c->moe, w->post_ffw_norm_2, c->moe);
     return MP_OK;
 }
@@ -358,7 +390,8 @@ static mp_status ffn(step *s, mp_err *err) {
     norm_rows(s, c->x, w->ffn_norm, c->xn);
     float *f = c->t1;
     if (dense) {
-        dense_ffn(s);
+        mp_status st = dense_ffn(s, err);
+        if (st) return st;
         if (moe && w->post_ffw_norm_1) norm_rows(s, c->t1, w->post_ffw_norm_1, c->t1);
     }
     if (moe) {
@@ -378,7 +411,8 @@ static mp_status ffn(step *s, mp_err *err) {
 
 /* ---------------------------------------------------------------- output */
 
-static void output(step *s, mp_logits_mode mode, float *out) {
+static mp_status output(step *s, mp_logits_mode mode, float *out, mp_err *err) {
+    mp_status st;
     mp_context *c = s->c;
     const mp_hparams *hp = s->hp;
     const int64_t E = hp->n_embd, V = hp->n_vocab;
@@ -386,11 +420,13 @@ static void output(step *s, mp_logits_mode mode, float *out) {
     for (int64_t t = t0; t < s->n; t++)
         mp_rms_norm(c->x + t * E, s->m->am->output_norm, c->xn + t * E, E, hp->eps);
     c->jobs[0] = job(&s->m->am->output, c->xn + t0 * E, E, out, V, nt);
-    run_jobs(s, c->jobs, 1);
+    st = run_jobs(s, c->jobs, 1, err);
+    if (st) return st;
     if (hp->softcap > 0) {
         const float inv = 1.0f / hp->softcap;
         for (int64_t i = 0; i < nt * V; i++) out[i] = tanhf(out[i] * inv) * hp->softcap;
     }
+    return MP_OK;
 }
 
 mp_status mp_forward(mp_context *c, const mp_token *tokens, int64_t n, int64_t pos0,
@@ -407,20 +443,19 @@ mp_status mp_forward(mp_context *c, const mp_token *tokens, int64_t n, int64_t p
         for (int64_t i = 0; i < E; i++) x[i] = x[i] * hp->embd_scale;
     }
     for (s.l = 0; s.l < hp->n_layer; s.l++) {
-        attention(&s);
+        mp_status st = attention(&s, err);
+        if (st) return st;
         /* After the last layer's attention the cache is complete; its FFN
          * only feeds the logits, so rows nobody asked logits for are
          * dropped (all of them for MP_LOGITS_NONE) -- unless a hook wants
          * to see every token's routing. */
-        if (s.l == hp->n_layer - 1 && mode != MP_LOGITS_ALL && !c->hook.fn) {
+        if (s.l == hp->n_layer - 1 && mode != MP_LOGITS_ALL && !c->hook.fn && !c->mm_hook) {
             if (mode == MP_LOGITS_NONE) return MP_OK;
             memmove(c->x, c->x + (s.n - 1) * E, (size_t)E * sizeof *c->x);
             s.pos0 += s.n - 1;
             s.n = 1;
         }
-        mp_status st = ffn(&s, err);
-        if (st) return st;
+        if ((st = ffn(&s, err))) return st;
     }
-    if (mode != MP_LOGITS_NONE) output(&s, mode, out);
-    return MP_OK;
+    return mode != MP_LOGITS_NONE ? output(&s, mode, out, err) : MP_OK;
 }
