@@ -169,6 +169,38 @@ static mp_status attention(step *s, mp_err *err) {
 
 /* ------------------------------------------------------------------- FFN */
 
+/* a[r] = act(g[r] * gs) * (u[r] * us) for n rows of F values, one pool task
+ * per row; gs and us are the row's expert scales when `experts`. */
+typedef struct glu_run {
+    const step *s;
+    float *a;
+    const float *g, *u;
+    int64_t ldg, ldu, F;
+    bool experts;
+} glu_run;
+
+static void glu_task(void *arg, int64_t r, int thread) {
+    (void)thread;
+    const glu_run *g = arg;
+    const mp_context *c = g->s->c;
+    const mp_layer_weights *w = &g->s->m->am->layers[g->s->l];
+    float gs = 1.0f, us = 1.0f;
+    if (g->experts) {
+        const int32_t e = c->row_expert[r];
+        if (w->gate_exps_scale) gs = w->gate_exps_scale[e];
+        if (w->up_exps_scale) us = w->up_exps_scale[e];
+    }
+    c->kern->glu(g->s->hp->act, g->a + r * g->F, g->g + r * g->ldg, g->u + r * g->ldu, g->F, gs,
+                 us);
+}
+
+static void glu_rows(const step *s, float *a, const float *g, int64_t ldg, const float *u,
+                     int64_t ldu, int64_t F, int64_t n, bool experts) {
+    glu_run run = {.s = s, .a = a, .g = g, .u = u, .ldg = ldg, .ldu = ldu, .F = F,
+                   .experts = experts};
+    mp_pool_run(s->c->pool, n, glu_task, &run);
+}
+
 /* Dense gated FFN of the normalised input xn into t1. */
 static mp_status dense_ffn(step *s, mp_err *err) {
     mp_status st;
@@ -180,7 +212,7 @@ static mp_status dense_ffn(step *s, mp_err *err) {
     jobs[1] = job(&w->ffn_up, c->xn, E, c->fb, F, n);
     st = run_jobs(s, jobs, 2, err);
     if (st) return st;
-    for (int64_t i = 0; i < n * F; i++) c->fa[i] = mp_act_apply(s->hp->act, c->fa[i]) * c->fb[i];
+    glu_rows(s, c->fa, c->fa, F, c->fb, F, F, n, false);
     jobs[0] = job(&w->ffn_down, c->fa, F, c->t1, E, n);
     return run_jobs(s, jobs, 1, err);
 }
@@ -291,14 +323,7 @@ static mp_status run_experts(step *s, mp_err *err) {
     }
     st = run_jobs(s, jobs, nj, err);
     if (st) return st;
-    for (int64_t r = 0; r < rows; r++) {
-        const int32_t e = c->row_expert[r];
-        const float gs = w->gate_exps_scale ? w->gate_exps_scale[e] : 1.0f;
-        const float us = w->up_exps_scale ? w->up_exps_scale[e] : 1.0f;
-        const float *g = c->gu + r * 2 * F, *u = g + F;
-        float *a = c->ea + r * F;
-        for (int64_t i = 0; i < F; i++) a[i] = mp_act_apply(s->hp->act, g[i] * gs) * (u[i] * us);
-    }
+    glu_rows(s, c->ea, c->gu, 2 * F, c->gu + F, 2 * F, F, rows, true);
     nj = 0;
     for (int64_t e = 0; e < X; e++) {
         const int64_t m = c->off[e + 1] - c->off[e];

@@ -12,7 +12,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "engine/kernels.h"
+#include "engine/engine.h"
 #include "util/util.h"
 
 /* ------------------------------------------------------ activation rows */
@@ -94,6 +94,11 @@ static void axpy_f16_ref(float *y, float a, const uint16_t *h, int64_t n) {
 
 static void axpy_f32_ref(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static void glu_ref(int act, float *a, const float *g, const float *u, int64_t n, float gs,
+                    float us) {
+    for (int64_t i = 0; i < n; i++) a[i] = mp_act_apply((mp_act)act, g[i] * gs) * (u[i] * us);
 }
 
 /* F16/BF16 rows are widened 256 values at a time (no row-sized scratch). */
@@ -414,4 +419,5 @@ void mp_kern_ref_fill(mp_kernels *k) {
     k->dot_f16 = dot_f16_ref;
     k->axpy_f16 = axpy_f16_ref;
     k->axpy_f32 = axpy_f32_ref;
+    k->glu = glu_ref;
 }

@@ -22,7 +22,7 @@
 #include <immintrin.h>
 #include <string.h>
 
-#include "engine/kernels.h"
+#include "engine/engine.h"
 #include "util/util.h"
 
 #define KX_INLINE static inline __attribute__((always_inline))
@@ -150,6 +150,50 @@ static void KX(axpy_f32)(float *y, float a, const float *x, int64_t n) {
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
+}
+
+/* e^x for |x| <= 88: x = k ln2 + r with |r| <= ln2/2 (ln2 split in two for
+ * an exact reduction), e^r by its degree-6 Taylor polynomial (error < 2e-7
+ * relative on that range), 2^k built in the exponent bits. */
+KX_INLINE __m256 kx_exp(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* The activations of ops.c (mp_act_apply) on 8 lanes: GELU's tanh as
+ * 1 - 2 / (e^(2y) + 1), SiLU as x / (1 + e^-x). */
+KX_INLINE __m256 kx_act(int act, __m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    if (act == MP_ACT_SILU)
+        return _mm256_div_ps(x, _mm256_add_ps(one, kx_exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.79788456080286535588f), x),
+                                   _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), _mm256_mul_ps(x, x), one));
+    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f),
+                                                      _mm256_add_ps(kx_exp(_mm256_add_ps(y, y)), one)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, t));
+}
+
+static void KX(glu)(int act, float *a, const float *g, const float *u, int64_t n, float gs,
+                    float us) {
+    const __m256 gv = _mm256_set1_ps(gs), uv = _mm256_set1_ps(us);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 h = kx_act(act, _mm256_mul_ps(_mm256_loadu_ps(g + i), gv));
+        _mm256_storeu_ps(a + i, _mm256_mul_ps(h, _mm256_mul_ps(_mm256_loadu_ps(u + i), uv)));
+    }
+    for (; i < n; i++) a[i] = mp_act_apply((mp_act)act, g[i] * gs) * (u[i] * us);
 }
 
 /* 8 weights of a float type as floats. */
@@ -507,6 +551,7 @@ static void KX(fill_table)(mp_kernels *k) {
     k->dot_f16 = KX(dot_f16);
     k->axpy_f16 = KX(axpy_f16);
     k->axpy_f32 = KX(axpy_f32);
+    k->glu = KX(glu);
     k->gemm[MP_TYPE_F32] = KX(gemm_f32);
     k->gemm[MP_TYPE_F16] = KX(gemm_f16);
     k->gemm[MP_TYPE_BF16] = KX(gemm_bf16);

@@ -76,6 +76,8 @@ typedef struct mp_kernels {
     float (*dot_f16)(const float *a, const uint16_t *h, int64_t n);
     void (*axpy_f16)(float *y, float a, const uint16_t *h, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    /* gated activation: a[i] = act(g[i] * gs) * (u[i] * us), act an mp_act */
+    void (*glu)(int act, float *a, const float *g, const float *u, int64_t n, float gs, float us);
 } mp_kernels;
 
 /* The scalar reference, always available. */

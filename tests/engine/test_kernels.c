@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/kernels.h"
+#include "engine/engine.h"
 #include "testutil.h"
 #include "util/util.h"
 
@@ -186,6 +186,32 @@ static void check_dot(const mp_kernels *ref, const mp_kernels *const *lv, int nl
     }
 }
 
+/* The gated activations (GELU, SiLU) of each level against the reference's
+ * libm versions, over inputs from -30 to 30 and odd lengths. */
+static void check_glu(const mp_kernels *ref, const mp_kernels *const *lv, int nlv) {
+    enum { N = 1003 };
+    static float g[N], u[N], a0[N], a1[N];
+    for (int i = 0; i < N; i++) {
+        g[i] = 30.0f * mp_test_randf(&rng) * (i % 3 ? 0.1f : 1.0f);
+        u[i] = mp_test_randf(&rng);
+    }
+    for (int act = 0; act < MP_ACT_COUNT; act++) {
+        ref->glu(act, a0, g, u, N, 1.25f, 0.5f);
+        for (int l = 0; l < nlv; l++) {
+            double worst = 0;
+            for (int n = N - 2; n <= N; n++) {
+                lv[l]->glu(act, a1, g, u, n, 1.25f, 0.5f);
+                for (int i = 0; i < n; i++) {
+                    const double e = fabs((double)a1[i] - a0[i]) / (1.0 + fabs((double)a0[i]));
+                    worst = e > worst ? e : worst;
+                }
+            }
+            CHECK_MSG(worst < 1e-6, "%s glu %s: error %.3g", lv[l]->name, mp_act_name(act), worst);
+            printf("%-7s %s: max error %.2e\n", lv[l]->name, mp_act_name(act), worst);
+        }
+    }
+}
+
 int main(int argc, char **argv) {
     rng = mp_test_seed(argc, argv);
     const mp_kernels *ref = mp_kernels_by_name("ref");
@@ -201,6 +227,7 @@ int main(int argc, char **argv) {
     }
     printf("selected: %s\n", mp_kernels_select()->name);
     check_dot(ref, lv, nlv);
+    check_glu(ref, lv, nlv);
     for (int type = 0; type < MP_TYPE_COUNT; type++) {
         if (!ref->gemm[type]) continue;
         check_type(type, ref, lv, nlv);
