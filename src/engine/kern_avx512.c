@@ -8,6 +8,7 @@
     defined(__AVX512BW__) && defined(__AVX512VNNI__)
 
 #define KX(name) avx512_##name
+#define KX_VNNI 1
 #define KX_ROWS_32 4
 #define KX_TOKS_32 4
 #define KX_ROWS_K 2

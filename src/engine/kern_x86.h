@@ -6,6 +6,9 @@
  *   KX_TOKS_32    tokens per register tile for them
  *   KX_ROWS_K, KX_TOKS_K   the same for the K-quants
  *   kx_dot_u8s8(u, s)  eight int32 sums of four u8 x s8 products each
+ *   KX_VNNI       (optional) use vpdpbusd with an accumulator: the 32-value
+ *                 types then move activations to u8 (q + 128) and start each
+ *                 sum at -128 sum(w) instead of using the sign trick
  * before including it.
  *
  * Every kernel computes, for a tile of R weight rows x T tokens, the same
@@ -312,21 +315,37 @@ KX_INLINE void kx_tile32(int type, int R, int T, int64_t n, const uint8_t *w, si
     const float *da[4];
     for (int t = 0; t < T; t++) da[t] = mp_act_d(a + (size_t)t * as, n);
     for (int64_t b = 0; b < nb; b++) {
-        __m256i ax[4], wq[4];
-        float dw[4];
+        __m256i wx[4], wq[4];
+        __m256 dwv[4];
         for (int r = 0; r < R; r++) {
             if (b % 2 == 0) /* ~2 cache lines ahead of each row's stream */
                 _mm_prefetch((const char *)(w + (size_t)r * ws + (size_t)(b + 8) * bb), _MM_HINT_T0);
-            wq[r] = kx_codes32(type, w + (size_t)r * ws + (size_t)b * bb, &dw[r]);
-            ax[r] = _mm256_sign_epi8(wq[r], wq[r]);
+            float dw;
+            wq[r] = kx_codes32(type, w + (size_t)r * ws + (size_t)b * bb, &dw);
+            dwv[r] = _mm256_set1_ps(dw);
+#ifdef KX_VNNI
+            /* activations go in as u8 = q + 128; start the sum at -128 sum(w) */
+            wx[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                     _mm256_dpbusd_epi32(_mm256_setzero_si256(),
+                                                         _mm256_set1_epi8((char)0x80), wq[r]));
+#else
+            wx[r] = _mm256_sign_epi8(wq[r], wq[r]); /* |w| as u8 */
+#endif
         }
         for (int t = 0; t < T; t++) {
             const __m256i qa =
                 _mm256_loadu_si256((const __m256i *)(const void *)(a + (size_t)t * as + 32 * b));
-            const float dt = da[t][b];
+            const __m256 dtv = _mm256_set1_ps(da[t][b]);
+#ifdef KX_VNNI
+            const __m256i qu = _mm256_xor_si256(qa, _mm256_set1_epi8((char)0x80));
+#endif
             for (int r = 0; r < R; r++) {
-                const __m256i p = kx_dot_u8s8(ax[r], _mm256_sign_epi8(qa, wq[r]));
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[r] * dt),
+#ifdef KX_VNNI
+                const __m256i p = _mm256_dpbusd_epi32(wx[r], qu, wq[r]);
+#else
+                const __m256i p = kx_dot_u8s8(wx[r], _mm256_sign_epi8(qa, wq[r]));
+#endif
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dwv[r], dtv),
                                             acc[r][t]);
             }
         }
