@@ -31,7 +31,7 @@ run_moeprune() {
     "$mp" bench "$model" -t "$threads" -p "$pp" -n "$tg" -r 1 --json |
         awk -F'[:,]' '/"pp_tokens_per_s"/ {p = $2 + 0} /"tg_tokens_per_s"/ {g = $2 + 0}
                       /"peak_rss_bytes"/ {r = $2 + 0}
-                      END {printf "%.2f %.2f %d\n", p, g, r}'
+                      END {printf "%.2f %.2f %.0f\n", p, g, r}'
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -48,12 +48,12 @@ for ((i = 1; i <= rounds; i++)); do
         read -r a b < <(run_llama)
     fi
     lpp+=("$a") ltg+=("$b") mpp+=("$c") mtg+=("$d")
-    ((r > rss)) && rss=$r
-    printf "%5d  %8s  %11s  %8s  %11s  %d\n" "$i" "$a" "$c" "$b" "$d" "$r"
+    rss=$(awk -v a="$r" -v b="$rss" 'BEGIN {printf "%.0f", (a > b) ? a : b}')
+    printf "%5d  %8s  %11s  %8s  %11s  %s\n" "$i" "$a" "$c" "$b" "$d" "$r"
 done
 m_lpp=$(printf '%s\n' "${lpp[@]}" | median) m_mpp=$(printf '%s\n' "${mpp[@]}" | median)
 m_ltg=$(printf '%s\n' "${ltg[@]}" | median) m_mtg=$(printf '%s\n' "${mtg[@]}" | median)
 awk -v a="$m_lpp" -v b="$m_mpp" -v c="$m_ltg" -v d="$m_mtg" -v r="$rss" 'BEGIN {
     printf "median pp%s: llama.cpp %.2f, moeprune %.2f t/s, ratio %.2f\n", "'"$pp"'", a, b, b / a
     printf "median tg%s: llama.cpp %.2f, moeprune %.2f t/s, ratio %.2f\n", "'"$tg"'", c, d, d / c
-    printf "moeprune peak RSS %d bytes\n", r }'
+    printf "moeprune peak RSS %.0f bytes\n", r }'
