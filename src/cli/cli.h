@@ -32,6 +32,10 @@ int cmd_bench_mc(int argc, char **argv);
 /* Prints "moeprune CMD: MESSAGE" for a failed status and returns MP_EXIT_FAIL. */
 int cli_fail(const char *cmd, const mp_err *err);
 /* Prints a usage error plus a pointer to --help and returns MP_EXIT_USAGE. */
+/* Prints root (pretty) on stdout and deletes it: MP_EXIT_OK, or MP_EXIT_FAIL
+ * with a message when the text cannot be built. */
+struct cJSON;
+int cli_print_json(const char *cmd, struct cJSON *root);
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

@@ -319,12 +319,7 @@ static int print_json(const bench_report *b) {
     cJSON_AddNumberToObject(root, "n_batch", BENCH_N_BATCH);
     cJSON_AddNumberToObject(root, "experts_used", (double)b->experts_used);
     cJSON_AddBoolToObject(root, "warmup", b->o->warmup);
-    char *txt = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!txt) return MP_EXIT_FAIL;
-    puts(txt);
-    free(txt);
-    return MP_EXIT_OK;
+    return cli_print_json(CMD, root);
 }
 
 /* "5.53 MiB", "14.87 GiB": llama-bench prints GiB; small files read better in MiB. */

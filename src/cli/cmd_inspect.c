@@ -154,15 +154,7 @@ static int print_json(const mp_gguf *g, const mp_moe_info *m) {
         cJSON_AddItemToArray(ts, o);
     }
     cJSON_AddItemToObject(root, "moe", moe_json(m));
-    char *s = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!s) {
-        fprintf(stderr, "moeprune inspect: out of memory building JSON\n");
-        return MP_EXIT_FAIL;
-    }
-    puts(s);
-    free(s);
-    return MP_EXIT_OK;
+    return cli_print_json("inspect", root);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -91,12 +91,7 @@ static int show_json(const mp_stats *s, int64_t *all, double *buf) {
                 if (s->n_expert[l]) cJSON_AddItemToArray(cl, layer_json(s, l, &c, 1, buf));
         }
     }
-    char *txt = cJSON_Print(root);
-    cJSON_Delete(root);
-    if (!txt) return MP_EXIT_FAIL;
-    puts(txt);
-    free(txt);
-    return MP_EXIT_OK;
+    return cli_print_json("stats", root);
 }
 
 static int cmp_desc(const void *a, const void *b) {

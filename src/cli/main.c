@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/cli.h"
 #include "util/util.h"
 
@@ -46,6 +48,18 @@ static void usage(FILE *f) {
 int cli_fail(const char *cmd, const mp_err *err) {
     fprintf(stderr, "moeprune %s: %s\n", cmd, err->msg[0] ? err->msg : mp_status_name(err->status));
     return MP_EXIT_FAIL;
+}
+
+int cli_print_json(const char *cmd, struct cJSON *root) {
+    char *txt = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!txt) {
+        fprintf(stderr, "moeprune %s: out of memory building JSON\n", cmd);
+        return MP_EXIT_FAIL;
+    }
+    puts(txt);
+    free(txt);
+    return MP_EXIT_OK;
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {

@@ -10,6 +10,7 @@
  * cache. Types without a tile kernel dequantize one weight row at a time into
  * the thread's scratch and dot it with every token (the reference path). */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,16 +115,25 @@ typedef struct mm_run {
     int *job_in; /* [n_jobs] input index, -1: reference path */
 } mm_run;
 
+/* The index of the last of n records (each `size` bytes, with an int64 at
+ * `off` giving its first task, ascending) whose first task is <= task. */
+static int64_t owner(const void *base, size_t size, size_t off, int64_t n, int64_t task) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        int64_t first;
+        memcpy(&first, (const char *)base + (size_t)mid * size + off, sizeof first);
+        if (first <= task) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
 static void quant_task(void *arg, int64_t task, int thread) {
     (void)thread;
     const mm_run *m = arg;
-    int64_t lo = 0, hi = m->n_in - 1;
-    while (lo < hi) {
-        int64_t mid = (lo + hi + 1) / 2;
-        if (m->in[mid].first <= task) lo = mid;
-        else hi = mid - 1;
-    }
-    const mm_input *in = &m->in[lo];
+    const mm_input *in = &m->in[owner(m->in, sizeof *m->in, offsetof(mm_input, first), m->n_in,
+                                      task)];
     const int64_t t = task - in->first;
     m->k->quant[in->fmt](in->x + t * in->ldx, in->n_in, in->a + (size_t)t * in->stride);
 }
@@ -139,13 +149,8 @@ static int64_t chunk_rows(const mp_mm_job *job) {
 
 static void mm_task(void *arg, int64_t task, int thread) {
     const mm_run *m = arg;
-    /* the job whose task range holds `task` (jobs sorted by first_task) */
-    int64_t lo = 0, hi = m->n_jobs - 1;
-    while (lo < hi) {
-        int64_t mid = (lo + hi + 1) / 2;
-        if (m->jobs[mid].first_task <= task) lo = mid;
-        else hi = mid - 1;
-    }
+    const int64_t lo = owner(m->jobs, sizeof *m->jobs, offsetof(mp_mm_job, first_task),
+                             m->n_jobs, task);
     const mp_mm_job *job = &m->jobs[lo];
     const mp_weight *w = &job->w;
     const int64_t n_in = w->ne[0];
