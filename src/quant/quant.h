@@ -71,6 +71,11 @@ enum {
     IQ4XS_QS = IQ4XS_SCALES_L + MP_QK_K / 64,
 };
 
+/* The index of the first NaN or infinity among n elements of a float type
+ * (F32, F16, BF16) stored at data, with its value in *v; -1 when all are
+ * finite (or the type is not a float type). */
+int64_t mp_first_nonfinite(int type, const void *data, int64_t n, float *v);
+
 /* IQ4_NL / IQ4_XS non-linear 4-bit codebook (ggml kvalues_iq4nl). */
 extern const int8_t mp_kvalues_iq4nl[16];
 /* E2M1 (FP4) values doubled so they are integers, index = 4-bit code, bit 3 the

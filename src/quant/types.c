@@ -3,6 +3,7 @@
  * values of GGUF tensor infos; removed ids (4, 5, 31-33, 36-38) have no entry.
  * Facts from the shared docs, gemma4-gguf-spec.md section 2.1. */
 #include <inttypes.h>
+#include <math.h>
 
 #include "quant/quant.h"
 #include "util/util.h"
@@ -96,4 +97,20 @@ mp_status mp_type_row_bytes(int type, int64_t n, size_t *out, mp_err *err) {
                           t->name, n);
     *out = (size_t)bytes;
     return MP_OK;
+}
+
+int64_t mp_first_nonfinite(int type, const void *data, int64_t n, float *v) {
+    if (type != MP_TYPE_F32 && type != MP_TYPE_F16 && type != MP_TYPE_BF16) return -1;
+    const size_t es = type == MP_TYPE_F32 ? 4 : 2;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *p = (const uint8_t *)data + (size_t)i * es;
+        const float x = type == MP_TYPE_F32   ? mp_load_f32(p)
+                        : type == MP_TYPE_F16 ? mp_f16_to_f32(mp_load_u16(p))
+                                              : mp_bf16_to_f32(mp_load_u16(p));
+        if (!isfinite(x)) {
+            *v = x;
+            return i;
+        }
+    }
+    return -1;
 }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 
 #include "arch/arch.h"
+#include "quant/quant.h"
 #include "util/util.h"
 
 #define KEY_DROPMAP   "moeprune.dropmap"
@@ -51,19 +52,12 @@ static mp_status write_zeros(mp_gguf_writer *w, uint64_t len, mp_err *err) {
 /* Float tensors that are sliced (router rows, expert scales) must be finite:
  * a NaN there would silently poison routing in every engine. */
 static mp_status check_finite(const mp_gguf_tensor *t, const char *path, mp_err *err) {
-    if (t->type != MP_TYPE_F32 && t->type != MP_TYPE_F16 && t->type != MP_TYPE_BF16) return MP_OK;
-    int64_t n = mp_tensor_nelements(t);
-    size_t es = t->type == MP_TYPE_F32 ? 4 : 2;
-    for (int64_t i = 0; i < n; i++) {
-        const uint8_t *p = (const uint8_t *)t->data + (size_t)i * es;
-        float v = t->type == MP_TYPE_F32   ? mp_load_f32(p)
-                  : t->type == MP_TYPE_F16 ? mp_f16_to_f32(mp_load_u16(p))
-                                           : mp_bf16_to_f32(mp_load_u16(p));
-        if (!isfinite(v))
-            return mp_err_set(err, MP_ERR_CHECK,
-                              "%s: tensor '%s': element %" PRId64 " is not finite (%g)", path,
-                              t->name, i, v);
-    }
+    float v = 0;
+    const int64_t i = mp_first_nonfinite(t->type, t->data, mp_tensor_nelements(t), &v);
+    if (i >= 0)
+        return mp_err_set(err, MP_ERR_CHECK,
+                          "%s: tensor '%s': element %" PRId64 " is not finite (%g)", path,
+                          t->name, i, v);
     return MP_OK;
 }
 

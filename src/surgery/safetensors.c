@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "quant/quant.h"
 #include "safetensors/st.h"
 
 #define CONFIG_NAME "config.json"
@@ -456,17 +457,14 @@ static mp_status check_map(const mp_dropmap *map, const st_layout *y, cJSON *con
 
 /* A NaN in a router would silently poison routing in every engine. */
 static mp_status check_finite(const mp_st_tensor *t, const char *path, mp_err *err) {
-    int64_t n = mp_st_tensor_nelements(t);
-    size_t es = t->dtype == MP_ST_F32 ? 4 : 2;
-    for (int64_t i = 0; i < n; i++) {
-        const uint8_t *p = (const uint8_t *)t->data + (size_t)i * es;
-        float v = t->dtype == MP_ST_F32   ? mp_load_f32(p)
-                  : t->dtype == MP_ST_F16 ? mp_f16_to_f32(mp_load_u16(p))
-                                          : mp_bf16_to_f32(mp_load_u16(p));
-        if (!isfinite(v))
-            return mp_err_set(err, MP_ERR_CHECK, "%s: tensor '%s': element %" PRId64
-                              " is not finite (%g)", path, t->name, i, v);
-    }
+    const int type = t->dtype == MP_ST_F32 ? MP_TYPE_F32
+                     : t->dtype == MP_ST_F16 ? MP_TYPE_F16
+                                             : MP_TYPE_BF16;
+    float v = 0;
+    const int64_t i = mp_first_nonfinite(type, t->data, mp_st_tensor_nelements(t), &v);
+    if (i >= 0)
+        return mp_err_set(err, MP_ERR_CHECK, "%s: tensor '%s': element %" PRId64
+                          " is not finite (%g)", path, t->name, i, v);
     return MP_OK;
 }
 
