@@ -108,38 +108,35 @@ static mp_status layers_key(mp_arch_loader *L, const char *suffix, bool required
     return MP_OK;
 }
 
-mp_status mp_arch_get_layers_int(mp_arch_loader *L, const char *suffix, bool required,
-                                 int64_t def, int64_t *out) {
+/* The per-layer values of one key into iout (ints) or bout (bools). */
+static mp_status get_layers(mp_arch_loader *L, const char *suffix, bool required, int64_t def,
+                            int64_t *iout, bool *bout) {
     char key[KEY_MAX];
     int64_t i;
     bool arr;
     mp_status s = layers_key(L, suffix, required, key, &i, &arr);
     if (s) return s;
     for (int64_t l = 0; l < L->m->hp.n_layer; l++) {
+        const uint64_t at = arr ? (uint64_t)l : 0;
         if (i < 0) {
-            out[l] = def;
-        } else if ((s = mp_gguf_get_int(L->g, i, arr ? (uint64_t)l : 0, &out[l], L->err))) {
+            if (iout) iout[l] = def;
+            else bout[l] = def != 0;
+        } else if ((s = iout ? mp_gguf_get_int(L->g, i, at, &iout[l], L->err)
+                             : mp_gguf_get_bool(L->g, i, at, &bout[l], L->err))) {
             return s;
         }
     }
     return MP_OK;
 }
 
+mp_status mp_arch_get_layers_int(mp_arch_loader *L, const char *suffix, bool required,
+                                 int64_t def, int64_t *out) {
+    return get_layers(L, suffix, required, def, out, NULL);
+}
+
 mp_status mp_arch_get_layers_bool(mp_arch_loader *L, const char *suffix, bool required,
                                   bool def, bool *out) {
-    char key[KEY_MAX];
-    int64_t i;
-    bool arr;
-    mp_status s = layers_key(L, suffix, required, key, &i, &arr);
-    if (s) return s;
-    for (int64_t l = 0; l < L->m->hp.n_layer; l++) {
-        if (i < 0) {
-            out[l] = def;
-        } else if ((s = mp_gguf_get_bool(L->g, i, arr ? (uint64_t)l : 0, &out[l], L->err))) {
-            return s;
-        }
-    }
-    return MP_OK;
+    return get_layers(L, suffix, required, def, NULL, out);
 }
 
 /* ----------------------------------------------------------------- tensors */
