@@ -447,10 +447,7 @@ static mp_status output(step *s, mp_logits_mode mode, float *out, mp_err *err) {
     c->jobs[0] = job(&s->m->am->output, c->xn + t0 * E, E, out, V, nt);
     st = run_jobs(s, c->jobs, 1, err);
     if (st) return st;
-    if (hp->softcap > 0) {
-        const float inv = 1.0f / hp->softcap;
-        for (int64_t i = 0; i < nt * V; i++) out[i] = tanhf(out[i] * inv) * hp->softcap;
-    }
+    if (hp->softcap > 0) c->kern->softcap(out, nt * V, hp->softcap);
     return MP_OK;
 }
 

@@ -101,6 +101,11 @@ static void glu_ref(int act, float *a, const float *g, const float *u, int64_t n
     for (int64_t i = 0; i < n; i++) a[i] = mp_act_apply((mp_act)act, g[i] * gs) * (u[i] * us);
 }
 
+static void softcap_ref(float *x, int64_t n, float cap) {
+    const float inv = 1.0f / cap;
+    for (int64_t i = 0; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
+}
+
 /* F16/BF16 rows are widened 256 values at a time (no row-sized scratch). */
 #define WIDEN_CHUNK 256
 
@@ -420,4 +425,5 @@ void mp_kern_ref_fill(mp_kernels *k) {
     k->axpy_f16 = axpy_f16_ref;
     k->axpy_f32 = axpy_f32_ref;
     k->glu = glu_ref;
+    k->softcap = softcap_ref;
 }

@@ -23,6 +23,7 @@
  * Tiles smaller than R x T at the edges use the same code with smaller
  * compile-time sizes. */
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #include "engine/engine.h"
@@ -175,6 +176,24 @@ KX_INLINE __m256 kx_exp(__m256 x) {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
+/* tanh(y) = sign(y) (1 - 2 / (e^(2|y|) + 1)), exact to ~1e-7 absolute. */
+KX_INLINE __m256 kx_tanh(__m256 y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 ay = _mm256_andnot_ps(sign, y);
+    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f),
+                                                      _mm256_add_ps(kx_exp(_mm256_add_ps(ay, ay)), one)));
+    return _mm256_or_ps(t, _mm256_and_ps(sign, y));
+}
+
+static void KX(softcap)(float *x, int64_t n, float cap) {
+    const float inv = 1.0f / cap;
+    const __m256 iv = _mm256_set1_ps(inv), cv = _mm256_set1_ps(cap);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(kx_tanh(_mm256_mul_ps(_mm256_loadu_ps(x + i), iv)), cv));
+    for (; i < n; i++) x[i] = tanhf(x[i] * inv) * cap;
+}
+
 /* The activations of ops.c (mp_act_apply) on 8 lanes: GELU's tanh as
  * 1 - 2 / (e^(2y) + 1), SiLU as x / (1 + e^-x). */
 KX_INLINE __m256 kx_act(int act, __m256 x) {
@@ -183,9 +202,7 @@ KX_INLINE __m256 kx_act(int act, __m256 x) {
         return _mm256_div_ps(x, _mm256_add_ps(one, kx_exp(_mm256_sub_ps(_mm256_setzero_ps(), x))));
     const __m256 y = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.79788456080286535588f), x),
                                    _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), _mm256_mul_ps(x, x), one));
-    const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f),
-                                                      _mm256_add_ps(kx_exp(_mm256_add_ps(y, y)), one)));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, t));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(one, kx_tanh(y)));
 }
 
 static void KX(glu)(int act, float *a, const float *g, const float *u, int64_t n, float gs,
@@ -571,6 +588,7 @@ static void KX(fill_table)(mp_kernels *k) {
     k->axpy_f16 = KX(axpy_f16);
     k->axpy_f32 = KX(axpy_f32);
     k->glu = KX(glu);
+    k->softcap = KX(softcap);
     k->gemm[MP_TYPE_F32] = KX(gemm_f32);
     k->gemm[MP_TYPE_F16] = KX(gemm_f16);
     k->gemm[MP_TYPE_BF16] = KX(gemm_bf16);

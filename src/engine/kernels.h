@@ -78,6 +78,8 @@ typedef struct mp_kernels {
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
     /* gated activation: a[i] = act(g[i] * gs) * (u[i] * us), act an mp_act */
     void (*glu)(int act, float *a, const float *g, const float *u, int64_t n, float gs, float us);
+    /* soft-capping in place: x[i] = tanh(x[i] / cap) * cap */
+    void (*softcap)(float *x, int64_t n, float cap);
 } mp_kernels;
 
 /* The scalar reference, always available. */

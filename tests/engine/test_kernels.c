@@ -212,6 +212,20 @@ static void check_glu(const mp_kernels *ref, const mp_kernels *const *lv, int nl
     }
 }
 
+/* Soft-capping of each level against tanhf, around and far beyond the cap. */
+static void check_softcap(const mp_kernels *ref, const mp_kernels *const *lv, int nlv) {
+    enum { N = 517 };
+    static float x0[N], x1[N];
+    for (int l = 0; l < nlv; l++) {
+        for (int i = 0; i < N; i++) x0[i] = x1[i] = 80.0f * mp_test_randf(&rng) * (i % 2 ? 0.05f : 1.0f);
+        ref->softcap(x0, N, 30.0f);
+        lv[l]->softcap(x1, N, 30.0f);
+        double worst = 0;
+        for (int i = 0; i < N; i++) worst = fmax(worst, fabs((double)x1[i] - x0[i]));
+        CHECK_MSG(worst < 1e-5, "%s softcap: error %.3g", lv[l]->name, worst);
+    }
+}
+
 int main(int argc, char **argv) {
     rng = mp_test_seed(argc, argv);
     const mp_kernels *ref = mp_kernels_by_name("ref");
@@ -228,6 +242,7 @@ int main(int argc, char **argv) {
     printf("selected: %s\n", mp_kernels_select()->name);
     check_dot(ref, lv, nlv);
     check_glu(ref, lv, nlv);
+    check_softcap(ref, lv, nlv);
     for (int type = 0; type < MP_TYPE_COUNT; type++) {
         if (!ref->gemm[type]) continue;
         check_type(type, ref, lv, nlv);
