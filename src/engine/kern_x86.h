@@ -272,6 +272,9 @@ KX_FLOAT_GEMM(gemm_bf16, MP_TYPE_BF16)
 
 /* 32 bytes -> 32 bytes 0x00/0xFF from the 32 bits of one qh word. */
 KX_INLINE __m256i kx_bits_to_bytes(uint32_t bits) {
+#ifdef KX_VNNI /* AVX-512 BW/VL: a mask register expands to bytes in one op */
+    return _mm256_movm_epi8((__mmask32)bits);
+#endif
     const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2,
                                           2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), shuf);
@@ -287,7 +290,12 @@ KX_INLINE __m256i kx_nibbles(const uint8_t *qs) {
     return _mm256_and_si256(both, _mm256_set1_epi8(15));
 }
 
-/* Signed codes of one block, and its scale. */
+/* Offset types: their codes are stored unsigned and the offset is taken off
+ * through the activation block sums, which costs nothing per weight row. */
+#define KX_OFFSET(type) ((type) == MP_TYPE_Q4_0 ? 8 : (type) == MP_TYPE_Q5_0 ? 16 : 0)
+
+/* Codes of one block (signed; unsigned before the offset for offset types),
+ * and its scale. */
 KX_INLINE __m256i kx_codes32(int type, const uint8_t *b, float *d) {
     switch (type) {
     case MP_TYPE_Q8_0:
@@ -295,13 +303,12 @@ KX_INLINE __m256i kx_codes32(int type, const uint8_t *b, float *d) {
         return _mm256_loadu_si256((const __m256i *)(const void *)(b + MP_F16_BYTES));
     case MP_TYPE_Q4_0:
         *d = kx_f16(b);
-        return _mm256_sub_epi8(kx_nibbles(b + MP_F16_BYTES), _mm256_set1_epi8(8));
+        return kx_nibbles(b + MP_F16_BYTES);
     case MP_TYPE_Q5_0: {
         *d = kx_f16(b);
         const __m256i hb = _mm256_and_si256(kx_bits_to_bytes(mp_load_u32(b + MP_F16_BYTES)),
                                             _mm256_set1_epi8(16));
-        const __m256i q = _mm256_or_si256(kx_nibbles(b + MP_F16_BYTES + 4), hb);
-        return _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+        return _mm256_or_si256(kx_nibbles(b + MP_F16_BYTES + 4), hb);
     }
     case MP_TYPE_IQ4_NL: {
         *d = kx_f16(b);
@@ -329,8 +336,13 @@ KX_INLINE void kx_tile32(int type, int R, int T, int64_t n, const uint8_t *w, si
     __m256 acc[4][4];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    const int off = KX_OFFSET(type);
     const float *da[4];
-    for (int t = 0; t < T; t++) da[t] = mp_act_d(a + (size_t)t * as, n);
+    const int16_t *sa[4];
+    for (int t = 0; t < T; t++) {
+        da[t] = mp_act_d(a + (size_t)t * as, n);
+        sa[t] = mp_act_s(a + (size_t)t * as, n, 32);
+    }
     for (int64_t b = 0; b < nb; b++) {
         __m256i wx[4], wq[4];
         __m256 dwv[4];
@@ -340,6 +352,7 @@ KX_INLINE void kx_tile32(int type, int R, int T, int64_t n, const uint8_t *w, si
             float dw;
             wq[r] = kx_codes32(type, w + (size_t)r * ws + (size_t)b * bb, &dw);
             dwv[r] = _mm256_set1_ps(dw);
+            if (off) continue; /* unsigned codes: no correction, no sign trick */
 #ifdef KX_VNNI
             /* activations go in as u8 = q + 128; start the sum at -128 sum(w) */
             wx[r] = _mm256_sub_epi32(_mm256_setzero_si256(),
@@ -353,6 +366,20 @@ KX_INLINE void kx_tile32(int type, int R, int T, int64_t n, const uint8_t *w, si
             const __m256i qa =
                 _mm256_loadu_si256((const __m256i *)(const void *)(a + (size_t)t * as + 32 * b));
             const __m256 dtv = _mm256_set1_ps(da[t][b]);
+            if (off) {
+                /* sum(u q) - off sum(q): the start value carries -off sum(q) */
+                const __m256i start = _mm256_setr_epi32(-off * sa[t][b], 0, 0, 0, 0, 0, 0, 0);
+                for (int r = 0; r < R; r++) {
+#ifdef KX_VNNI
+                    const __m256i p = _mm256_dpbusd_epi32(start, wq[r], qa);
+#else
+                    const __m256i p = _mm256_add_epi32(kx_dot_u8s8(wq[r], qa), start);
+#endif
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dwv[r], dtv),
+                                                acc[r][t]);
+                }
+                continue;
+            }
 #ifdef KX_VNNI
             const __m256i qu = _mm256_xor_si256(qa, _mm256_set1_epi8((char)0x80));
 #endif
