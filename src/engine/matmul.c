@@ -143,7 +143,7 @@ static void quant_task(void *arg, int64_t task, int thread) {
  * The results do not depend on it: every output element is one kernel dot
  * over its whole row. */
 static int64_t chunk_rows(const mp_mm_job *job) {
-    return job->n_tok == 1 && job->w.ne[1] >= 64 * MP_MM_CHUNK_ROWS ? 4 * MP_MM_CHUNK_ROWS
+    return job->n_tok == 1 && job->w.ne[1] >= 8 * MP_MM_CHUNK_ROWS ? 4 * MP_MM_CHUNK_ROWS
                                                                     : MP_MM_CHUNK_ROWS;
 }
 
