@@ -12,6 +12,7 @@
  * one warmup. Not a test: results go to bench/RESULTS.md. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,7 @@ typedef struct job {
     size_t act_stride;
     float *y;
     bool stream_only; /* just read the weights */
-    _Atomic int64_t next;
+    atomic_llong next;
     double sink[64];
 } job;
 
@@ -53,7 +54,7 @@ static void *worker(void *v) {
     job *j = a->j;
     uint64_t acc = 0;
     for (;;) {
-        const int64_t r0 = (int64_t)__atomic_fetch_add(&j->next, CHUNK_ROWS, __ATOMIC_RELAXED);
+        const int64_t r0 = (int64_t)atomic_fetch_add(&j->next, CHUNK_ROWS);
         if (r0 >= j->n_rows) break;
         const int64_t nr = j->n_rows - r0 < CHUNK_ROWS ? j->n_rows - r0 : CHUNK_ROWS;
         const uint8_t *w = j->w + (size_t)r0 * j->row_bytes;
@@ -73,7 +74,7 @@ static void *worker(void *v) {
 static double run(job *j, int threads) {
     pthread_t t[64];
     targ a[64];
-    j->next = 0;
+    atomic_store(&j->next, 0);
     const double t0 = now();
     for (int i = 0; i < threads; i++) {
         a[i] = (targ){.j = j, .id = i};

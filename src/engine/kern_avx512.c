@@ -1,6 +1,6 @@
 /* kern_avx512.c — the AVX-512 level: the tile kernels of kern_x86.h on
  * 256-bit vectors with AVX-512 VL's 32 registers (larger tiles) and VNNI's
- * vpdpbusd as the u8 x s8 dot product. Compiled with the AVX-512 F/BW/VL/
+ * vpdpbusd with an accumulator (KX_VNNI) as the u8 x s8 dot product. Compiled with the AVX-512 F/BW/VL/
  * VNNI flags (CMakeLists); chosen only when the CPU reports them all. */
 #include "engine/kernels.h"
 
@@ -14,9 +14,6 @@
 #define KX_ROWS_K 2
 #define KX_TOKS_K 4
 #include <immintrin.h>
-static inline __attribute__((always_inline)) __m256i kx_dot_u8s8(__m256i u, __m256i s) {
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-}
 #include "engine/kern_x86.h"
 
 bool mp_kern_avx512_fill(mp_kernels *k) {

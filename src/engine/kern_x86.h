@@ -5,10 +5,10 @@
  *   KX_ROWS_32    rows per register tile for the 32-value block types
  *   KX_TOKS_32    tokens per register tile for them
  *   KX_ROWS_K, KX_TOKS_K   the same for the K-quants
+ *   KX_VNNI       to use vpdpbusd with an accumulator: the 32-value types
+ *                 then move activations to u8 (q + 128) and start each sum
+ *                 at -128 sum(w) instead of using the sign trick; or else
  *   kx_dot_u8s8(u, s)  eight int32 sums of four u8 x s8 products each
- *   KX_VNNI       (optional) use vpdpbusd with an accumulator: the 32-value
- *                 types then move activations to u8 (q + 128) and start each
- *                 sum at -128 sum(w) instead of using the sign trick
  * before including it.
  *
  * Every kernel computes, for a tile of R weight rows x T tokens, the same
