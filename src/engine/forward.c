@@ -132,12 +132,9 @@ static void attn_task(void *arg, int64_t task, int thread) {
         sc[p - lo] = dot * s->hp->attn_scale;
     }
     mp_softmax(sc, pos - lo + 1);
-    for (int64_t i = 0; i < d; i++) o[i] = 0;
-    for (int64_t p = lo; p <= pos; p++) {
-        const size_t at = (size_t)(p * row) + off;
-        if (f16) k->axpy_f16(o, sc[p - lo], (const uint16_t *)vc + at, d);
-        else k->axpy_f32(o, sc[p - lo], (const float *)vc + at, d);
-    }
+    const size_t at = (size_t)(lo * row) + off;
+    if (f16) k->wsum_f16(o, sc, (const uint16_t *)vc + at, (size_t)row, pos - lo + 1, d);
+    else k->wsum_f32(o, sc, (const float *)vc + at, (size_t)row, pos - lo + 1, d);
 }
 
 static mp_status attention(step *s, mp_err *err) {

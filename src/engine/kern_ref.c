@@ -88,12 +88,18 @@ static float dot_f16_ref(const float *a, const uint16_t *h, int64_t n) {
     return (s01 + s23) + (s45 + s67);
 }
 
-static void axpy_f16_ref(float *y, float a, const uint16_t *h, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * mp_f16_to_f32(h[i]);
+static void wsum_f16_ref(float *o, const float *w, const uint16_t *v, size_t stride, int64_t n,
+                        int64_t d) {
+    for (int64_t i = 0; i < d; i++) o[i] = 0;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < d; i++) o[i] += w[p] * mp_f16_to_f32(v[(size_t)p * stride + (size_t)i]);
 }
 
-static void axpy_f32_ref(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+static void wsum_f32_ref(float *o, const float *w, const float *v, size_t stride, int64_t n,
+                        int64_t d) {
+    for (int64_t i = 0; i < d; i++) o[i] = 0;
+    for (int64_t p = 0; p < n; p++)
+        for (int64_t i = 0; i < d; i++) o[i] += w[p] * v[(size_t)p * stride + (size_t)i];
 }
 
 static void glu_ref(int act, float *a, const float *g, const float *u, int64_t n, float gs,
@@ -422,8 +428,8 @@ void mp_kern_ref_fill(mp_kernels *k) {
     k->gemm[MP_TYPE_IQ4_XS] = gemm_iq4_xs;
     k->dot_f32 = mp_dot_f32_ref;
     k->dot_f16 = dot_f16_ref;
-    k->axpy_f16 = axpy_f16_ref;
-    k->axpy_f32 = axpy_f32_ref;
+    k->wsum_f16 = wsum_f16_ref;
+    k->wsum_f32 = wsum_f32_ref;
     k->glu = glu_ref;
     k->softcap = softcap_ref;
 }

@@ -138,22 +138,51 @@ static float KX(dot_f16)(const float *a, const uint16_t *h, int64_t n) {
     return s;
 }
 
-static void KX(axpy_f16)(float *y, float a, const uint16_t *h, int64_t n) {
-    const __m256 av = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 hv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(h + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, hv, _mm256_loadu_ps(y + i)));
-    }
-    for (; i < n; i++) y[i] += a * _cvtsh_ss(h[i]);
+/* Weighted sum of value rows: 64 outputs at a time stay in 8 registers
+ * while all n rows stream past them. */
+KX_INLINE __m256 kx_v8(int f16, const void *v, size_t at) {
+    return f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)((const uint16_t *)v + at)))
+               : _mm256_loadu_ps((const float *)v + at);
 }
 
-static void KX(axpy_f32)(float *y, float a, const float *x, int64_t n) {
-    const __m256 av = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] += a * x[i];
+KX_INLINE float kx_v1(int f16, const void *v, size_t at) {
+    return f16 ? _cvtsh_ss(((const uint16_t *)v)[at]) : ((const float *)v)[at];
+}
+
+KX_INLINE void kx_wsum(int f16, float *o, const float *w, const void *v, size_t stride, int64_t n,
+                       int64_t d) {
+    int64_t i0 = 0;
+    for (; i0 + 64 <= d; i0 += 64) {
+        __m256 acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        for (int64_t p = 0; p < n; p++) {
+            const __m256 wp = _mm256_set1_ps(w[p]);
+            const size_t at = (size_t)p * stride + (size_t)i0;
+            for (int k = 0; k < 8; k++) acc[k] = _mm256_fmadd_ps(wp, kx_v8(f16, v, at + 8 * (size_t)k), acc[k]);
+        }
+        for (int k = 0; k < 8; k++) _mm256_storeu_ps(o + i0 + 8 * k, acc[k]);
+    }
+    for (; i0 + 8 <= d; i0 += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t p = 0; p < n; p++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(w[p]), kx_v8(f16, v, (size_t)p * stride + (size_t)i0), acc);
+        _mm256_storeu_ps(o + i0, acc);
+    }
+    for (; i0 < d; i0++) {
+        float s = 0;
+        for (int64_t p = 0; p < n; p++) s += w[p] * kx_v1(f16, v, (size_t)p * stride + (size_t)i0);
+        o[i0] = s;
+    }
+}
+
+static void KX(wsum_f16)(float *o, const float *w, const uint16_t *v, size_t stride, int64_t n,
+                         int64_t d) {
+    kx_wsum(1, o, w, v, stride, n, d);
+}
+
+static void KX(wsum_f32)(float *o, const float *w, const float *v, size_t stride, int64_t n,
+                         int64_t d) {
+    kx_wsum(0, o, w, v, stride, n, d);
 }
 
 /* e^x for |x| <= 88: x = k ln2 + r with |r| <= ln2/2 (ln2 split in two for
@@ -612,8 +641,8 @@ static void KX(fill_table)(mp_kernels *k) {
     k->quant[MP_ACT_Q8_K] = KX(quant_q8_k);
     k->dot_f32 = KX(dot_f32);
     k->dot_f16 = KX(dot_f16);
-    k->axpy_f16 = KX(axpy_f16);
-    k->axpy_f32 = KX(axpy_f32);
+    k->wsum_f16 = KX(wsum_f16);
+    k->wsum_f32 = KX(wsum_f32);
     k->glu = KX(glu);
     k->softcap = KX(softcap);
     k->gemm[MP_TYPE_F32] = KX(gemm_f32);

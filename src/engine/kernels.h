@@ -72,10 +72,14 @@ typedef struct mp_kernels {
     mp_act_fmt act[MP_TYPE_COUNT];
     mp_gemm_fn gemm[MP_TYPE_COUNT];
     float (*dot_f32)(const float *a, const float *b, int64_t n);
-    /* attention over an F16 KV cache: a . h, and y += a * h */
+    /* attention over an F16 KV cache: a . h */
     float (*dot_f16)(const float *a, const uint16_t *h, int64_t n);
-    void (*axpy_f16)(float *y, float a, const uint16_t *h, int64_t n);
-    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    /* o[i] = sum over p < n of w[p] v[p * stride + i], i < d: the weighted
+     * sum of n cached value rows (F16 or F32), stride in elements */
+    void (*wsum_f16)(float *o, const float *w, const uint16_t *v, size_t stride, int64_t n,
+                     int64_t d);
+    void (*wsum_f32)(float *o, const float *w, const float *v, size_t stride, int64_t n,
+                     int64_t d);
     /* gated activation: a[i] = act(g[i] * gs) * (u[i] * us), act an mp_act */
     void (*glu)(int act, float *a, const float *g, const float *u, int64_t n, float gs, float us);
     /* soft-capping in place: x[i] = tanh(x[i] / cap) * cap */

@@ -212,6 +212,41 @@ static void check_glu(const mp_kernels *ref, const mp_kernels *const *lv, int nl
     }
 }
 
+/* The attention kernels (dot with F16 keys, weighted sums of F16/F32 value
+ * rows) of each level against the reference, on head sizes around the
+ * 64-wide blocks and strided rows. */
+static void check_attention(const mp_kernels *ref, const mp_kernels *const *lv, int nlv) {
+    enum { P = 37, STRIDE = 200 };
+    static uint16_t vh[P * STRIDE];
+    static float vf[P * STRIDE], w[P], q[STRIDE], o0[STRIDE], o1[STRIDE];
+    for (int i = 0; i < P * STRIDE; i++) {
+        vf[i] = mp_test_randf(&rng);
+        vh[i] = mp_f32_to_f16(vf[i]);
+    }
+    for (int p = 0; p < P; p++) w[p] = 0.5f * (mp_test_randf(&rng) + 1.0f);
+    for (int i = 0; i < STRIDE; i++) q[i] = mp_test_randf(&rng);
+    const int64_t dims[] = {1, 8, 63, 64, 72, 129, 192};
+    for (int l = 0; l < nlv; l++)
+        for (size_t di = 0; di < MP_ARRAY_LEN(dims); di++) {
+            const int64_t d = dims[di];
+            for (int f16 = 0; f16 < 2; f16++) {
+                if (f16) {
+                    ref->wsum_f16(o0, w, vh + 3, STRIDE, P, d);
+                    lv[l]->wsum_f16(o1, w, vh + 3, STRIDE, P, d);
+                } else {
+                    ref->wsum_f32(o0, w, vf + 3, STRIDE, P, d);
+                    lv[l]->wsum_f32(o1, w, vf + 3, STRIDE, P, d);
+                }
+                double worst = 0;
+                for (int64_t i = 0; i < d; i++) worst = fmax(worst, fabs((double)o1[i] - o0[i]));
+                CHECK_MSG(worst < 1e-5, "%s wsum_%s d=%lld: error %.3g", lv[l]->name,
+                          f16 ? "f16" : "f32", (long long)d, worst);
+            }
+            const double e = fabs((double)lv[l]->dot_f16(q, vh + 5, d) - ref->dot_f16(q, vh + 5, d));
+            CHECK_MSG(e < 1e-5, "%s dot_f16 d=%lld: error %.3g", lv[l]->name, (long long)d, e);
+        }
+}
+
 /* Soft-capping of each level against tanhf, around and far beyond the cap. */
 static void check_softcap(const mp_kernels *ref, const mp_kernels *const *lv, int nlv) {
     enum { N = 517 };
@@ -243,6 +278,7 @@ int main(int argc, char **argv) {
     check_dot(ref, lv, nlv);
     check_glu(ref, lv, nlv);
     check_softcap(ref, lv, nlv);
+    check_attention(ref, lv, nlv);
     for (int type = 0; type < MP_TYPE_COUNT; type++) {
         if (!ref->gemm[type]) continue;
         check_type(type, ref, lv, nlv);
