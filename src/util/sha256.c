@@ -1,6 +1,10 @@
 /* sha256.c — SHA-256 (FIPS 180-4), for recording which model file a stats
- * file or drop map came from. Plain C, streaming; not a hot path. */
+ * file or drop map came from, streaming. Plain C rounds here; the x86 SHA
+ * extensions (sha256_shani.c) where the CPU has them, since a profile run
+ * hashes the whole model file (16 GB and more) before it starts. */
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "util/util.h"
 
@@ -45,6 +49,25 @@ static void block(uint32_t h[8], const uint8_t *p) {
     h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
 }
 
+void mp_sha256_blocks_ref(uint32_t h[8], const uint8_t *p, size_t n) {
+    for (size_t i = 0; i < n; i++) block(h, p + 64 * i);
+}
+
+/* 1: use the SHA extensions, 0: plain C, -1: not decided yet (a benign race:
+ * every thread decides the same). */
+static atomic_int use_shani = -1;
+
+static void blocks(uint32_t h[8], const uint8_t *p, size_t n) {
+    int u = atomic_load(&use_shani);
+    if (u < 0) {
+        const char *cpu = getenv("MOEPRUNE_CPU");
+        uint32_t probe[8] = {0};
+        u = !(cpu && !strcmp(cpu, "ref")) && mp_sha256_blocks_shani(probe, p, 0);
+        atomic_store(&use_shani, u);
+    }
+    if (!u || !mp_sha256_blocks_shani(h, p, n)) mp_sha256_blocks_ref(h, p, n);
+}
+
 void mp_sha256_init(mp_sha256 *s) {
     static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
                                    0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
@@ -63,10 +86,12 @@ void mp_sha256_update(mp_sha256 *s, const void *data, size_t n) {
         p += k;
         n -= k;
         if (s->fill < 64) return;
-        block(s->h, s->buf);
+        blocks(s->h, s->buf, 1);
         s->fill = 0;
     }
-    for (; n >= 64; p += 64, n -= 64) block(s->h, p);
+    blocks(s->h, p, n / 64);
+    p += n / 64 * 64;
+    n %= 64;
     memcpy(s->buf, p, n);
     s->fill = n;
 }

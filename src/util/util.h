@@ -105,6 +105,11 @@ void mp_sha256_init(mp_sha256 *s);
 void mp_sha256_update(mp_sha256 *s, const void *data, size_t n);
 /* Finishes and writes 64 hex digits + NUL. */
 void mp_sha256_hex(mp_sha256 *s, char out[65]);
+/* The compression function over n 64-byte blocks: plain C, and with the x86
+ * SHA extensions (false, doing nothing, where the CPU or build lacks them).
+ * mp_sha256_update uses the fast one unless MOEPRUNE_CPU=ref. */
+void mp_sha256_blocks_ref(uint32_t h[8], const uint8_t *p, size_t n);
+bool mp_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n);
 
 /* Copies the text of errno into a message-friendly string. */
 const char *mp_errno_str(int e);

@@ -1,0 +1,71 @@
+/* sha256_shani.c — SHA-256 compression with the x86 SHA extensions
+ * (sha256rnds2/msg1/msg2), compiled with -msha -msse4.1 and used only when
+ * the CPU reports them (sha256.c chooses; tests/util/test_sha256.c checks it
+ * against the plain C rounds on random data). The state is kept as the two
+ * vectors the instructions want: ABEF and CDGH. */
+#include "util/util.h"
+
+#if defined(__x86_64__) && defined(__SHA__) && defined(__SSE4_1__)
+#include <immintrin.h>
+
+static const uint32_t K[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+    0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+    0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+    0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+    0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+    0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+    0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+    0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+    0xc67178f2};
+
+bool mp_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("sha") || !__builtin_cpu_supports("sse4.1")) return false;
+    /* big-endian words of the message */
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
+    __m128i dcba = _mm_loadu_si128((const __m128i *)(const void *)h);
+    __m128i hgfe = _mm_loadu_si128((const __m128i *)(const void *)(h + 4));
+    const __m128i cdab = _mm_shuffle_epi32(dcba, 0xB1);
+    const __m128i efgh = _mm_shuffle_epi32(hgfe, 0x1B);
+    __m128i abef = _mm_alignr_epi8(cdab, efgh, 8);
+    __m128i cdgh = _mm_blend_epi16(efgh, cdab, 0xF0);
+    for (size_t b = 0; b < n; b++, p += 64) {
+        const __m128i abef0 = abef, cdgh0 = cdgh;
+        __m128i w[4];
+        for (int i = 0; i < 4; i++)
+            w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + 16 * i)),
+                                    bswap);
+        /* 16 groups of 4 rounds; group g uses W[4g..4g+3] = w[g % 4] and
+         * then, while W is still needed, computes W[4g+16..4g+19] into it */
+        for (int g = 0; g < 16; g++) {
+            const __m128i wg = w[g % 4];
+            __m128i m = _mm_add_epi32(wg, _mm_loadu_si128((const __m128i *)(const void *)(K + 4 * g)));
+            cdgh = _mm_sha256rnds2_epu32(cdgh, abef, m);
+            m = _mm_shuffle_epi32(m, 0x0E);
+            abef = _mm_sha256rnds2_epu32(abef, cdgh, m);
+            if (g < 12) {
+                const __m128i w1 = w[(g + 1) % 4], w2 = w[(g + 2) % 4], w3 = w[(g + 3) % 4];
+                __m128i t = _mm_add_epi32(_mm_sha256msg1_epu32(wg, w1), _mm_alignr_epi8(w3, w2, 4));
+                w[g % 4] = _mm_sha256msg2_epu32(t, w3);
+            }
+        }
+        abef = _mm_add_epi32(abef, abef0);
+        cdgh = _mm_add_epi32(cdgh, cdgh0);
+    }
+    const __m128i feba = _mm_shuffle_epi32(abef, 0x1B);
+    const __m128i dchg = _mm_shuffle_epi32(cdgh, 0xB1);
+    _mm_storeu_si128((__m128i *)(void *)h, _mm_blend_epi16(feba, dchg, 0xF0));
+    _mm_storeu_si128((__m128i *)(void *)(h + 4), _mm_alignr_epi8(dchg, feba, 8));
+    return true;
+}
+
+#else
+
+bool mp_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n) {
+    (void)h, (void)p, (void)n;
+    return false;
+}
+
+#endif
