@@ -6,7 +6,18 @@
 #include "util/util.h"
 
 #if defined(__x86_64__) && defined(__SHA__) && defined(__SSE4_1__)
+#include <cpuid.h>
+#include <stdatomic.h>
 #include <immintrin.h>
+
+/* CPUID leaf 7 EBX bit 29 (SHA) and leaf 1 ECX bit 19 (SSE4.1); read by hand
+ * because not every compiler's __builtin_cpu_supports knows "sha". */
+static bool cpu_has_sha(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 19))) return false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (b & (1u << 29)) != 0;
+}
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
@@ -21,8 +32,10 @@ static const uint32_t K[64] = {
     0xc67178f2};
 
 bool mp_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n) {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("sha") || !__builtin_cpu_supports("sse4.1")) return false;
+    static atomic_int has = -1; /* racing threads all store the same answer */
+    int h0 = atomic_load(&has);
+    if (h0 < 0) atomic_store(&has, h0 = cpu_has_sha());
+    if (!h0) return false;
     /* big-endian words of the message */
     const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bLL, 0x0405060700010203LL);
     __m128i dcba = _mm_loadu_si128((const __m128i *)(const void *)h);
