@@ -58,6 +58,9 @@ static const char *const help =
     "      --kv TYPE        KV cache type f16 or f32 (default f16, as llama-bench)\n"
     "      --experts-used K route each token to K experts instead of the file's top-k\n"
     "      --no-warmup      skip the untimed warmup runs\n"
+    "      --moe-hook       install a MoE hook that only counts calls, as profiling\n"
+    "                       does: every token then runs through every layer (without\n"
+    "                       it the last layer's FFN skips rows no logits are asked for)\n"
     "      --json           one JSON object: {\"model\", \"threads\", \"pp_tokens_per_s\",\n"
     "                       \"tg_tokens_per_s\", \"peak_rss_bytes\", \"pp_stddev\", ...};\n"
     "                       a skipped test's values are null\n"
@@ -72,7 +75,7 @@ typedef struct bench_opts {
     long long n_prompt, n_gen; /* tokens of the pp and tg tests; 0 skips the test */
     long long reps, threads, experts_used;
     mp_kv_type kv;
-    bool json, warmup;
+    bool json, warmup, moe_hook;
 } bench_opts;
 
 /* Where the fed token ids come from. */
@@ -93,7 +96,7 @@ typedef struct bench_result {
 /* ------------------------------------------------------------------ options */
 
 static int parse_args(int argc, char **argv, bench_opts *o) {
-    enum { OPT_KV = 256, OPT_EXPERTS, OPT_NO_WARMUP, OPT_JSON };
+    enum { OPT_KV = 256, OPT_EXPERTS, OPT_NO_WARMUP, OPT_JSON, OPT_MOE_HOOK };
     static const struct option opts[] = {
         {"n-prompt", required_argument, NULL, 'p'},
         {"n-gen", required_argument, NULL, 'n'},
@@ -102,6 +105,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         {"kv", required_argument, NULL, OPT_KV},
         {"experts-used", required_argument, NULL, OPT_EXPERTS},
         {"no-warmup", no_argument, NULL, OPT_NO_WARMUP},
+        {"moe-hook", no_argument, NULL, OPT_MOE_HOOK},
         {"json", no_argument, NULL, OPT_JSON},
         {"help", no_argument, NULL, 'h'},
         {0, 0, 0, 0},
@@ -136,6 +140,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             else return cli_usage_error(CMD, "--kv: '%s' is not f16 or f32", optarg);
             break;
         case OPT_NO_WARMUP: o->warmup = false; break;
+        case OPT_MOE_HOOK: o->moe_hook = true; break;
         case OPT_JSON: o->json = true; break;
         case 'h': fputs(help, stdout); return -1;
         default: return cli_usage_error(CMD, "unknown option");
@@ -319,6 +324,7 @@ static int print_json(const bench_report *b) {
     cJSON_AddNumberToObject(root, "n_batch", BENCH_N_BATCH);
     cJSON_AddNumberToObject(root, "experts_used", (double)b->experts_used);
     cJSON_AddBoolToObject(root, "warmup", b->o->warmup);
+    cJSON_AddBoolToObject(root, "moe_hook", b->o->moe_hook);
     return cli_print_json(CMD, root);
 }
 
@@ -364,6 +370,13 @@ static void print_table(const bench_report *b) {
 
 /* ------------------------------------------------------------------- main */
 
+/* The --moe-hook hook: counts its calls and nothing else. */
+static mp_status count_call(const mp_moe_hook_data *d, void *user) {
+    (void)d;
+    (*(int64_t *)user)++;
+    return MP_OK;
+}
+
 static int run(const bench_opts *o) {
     mp_err err = {0};
     mp_model *m = NULL;
@@ -389,8 +402,11 @@ static int run(const bench_opts *o) {
     cp.n_batch = BENCH_N_BATCH;
     cp.n_threads = (int)o->threads;
     cp.kv_type = o->kv;
+    int64_t hook_calls = 0;
+    const mp_moe_hook hook = {.fn = count_call, .user = &hook_calls};
     if (token_source_init(&ts, m, &err) || mp_context_init(&ctx, m, cp, &err) ||
         (o->experts_used && mp_context_set_experts_used(ctx, o->experts_used, &err)) ||
+        (o->moe_hook && mp_context_set_moe_hook(ctx, &hook, &err)) ||
         mp_context_apply_file_mask(ctx, m, &err))
         goto done;
     const int64_t V = mp_model_n_vocab(m);

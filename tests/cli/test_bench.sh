@@ -84,6 +84,8 @@ check '[ "$(value kv_type)" = "\"f32\"" ] && [ "$(value kv_cache_bytes)" = $((40
     "--kv f32 doubles the KV cache"
 check '[ "$(value experts_used)" = 2 ] && [ "$(value warmup)" = false ]' \
     "--experts-used 2, --no-warmup"
+expect 0 "moe hook" -- "$M" bench "$MODEL" -p 16 -n 2 -r 1 -t 2 --json --moe-hook
+check '[ "$(value moe_hook)" = true ] && positive pp_tokens_per_s' "--moe-hook runs"
 
 # usage errors: exit 2 and one message naming the command
 usage_error() {
