@@ -109,6 +109,7 @@ void mp_sha256_hex(mp_sha256 *s, char out[65]);
  * SHA extensions (false, doing nothing, where the CPU or build lacks them).
  * mp_sha256_update uses the fast one unless MOEPRUNE_CPU=ref. */
 void mp_sha256_blocks_ref(uint32_t h[8], const uint8_t *p, size_t n);
+extern const uint32_t mp_sha256_k[64]; /* the round constants */
 bool mp_sha256_blocks_shani(uint32_t h[8], const uint8_t *p, size_t n);
 
 /* Copies the text of errno into a message-friendly string. */
