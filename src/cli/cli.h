@@ -32,6 +32,16 @@ int cmd_bench_mc(int argc, char **argv);
 /* Prints "moeprune CMD: MESSAGE" for a failed status and returns MP_EXIT_FAIL. */
 int cli_fail(const char *cmd, const mp_err *err);
 /* Prints a usage error plus a pointer to --help and returns MP_EXIT_USAGE. */
+/* The windowed-evaluation options ppl and kld share: --ctx N, --chunks N
+ * and -t/--threads N. Give getopt_long CLI_OPT_CTX and CLI_OPT_CHUNKS as
+ * their values and pass every option to cli_window_opt: 1 when it was one
+ * of the three (stored), 0 when not, -1 after a usage error was printed. */
+enum { CLI_OPT_CTX = 0x1000, CLI_OPT_CHUNKS };
+typedef struct cli_window {
+    long long ctx, chunks, threads; /* defaults: 512, 0 (all), 0 (all CPUs) */
+} cli_window;
+int cli_window_opt(const char *cmd, int c, const char *arg, cli_window *w);
+
 /* Prints root (pretty) on stdout and deletes it: MP_EXIT_OK, or MP_EXIT_FAIL
  * with a message when the text cannot be built. */
 struct cJSON;

@@ -252,9 +252,9 @@ static void print_table(cand *ks, int nk, const mp_kld_summary *sm, double base_
 }
 
 int cmd_kld(int argc, char **argv) {
-    enum { OPT_CTX = 256, OPT_CHUNKS, OPT_JSON, OPT_MD, OPT_SAVE, OPT_LOAD, OPT_TOPK };
-    static const struct option opts[] = {{"ctx", required_argument, NULL, OPT_CTX},
-                                         {"chunks", required_argument, NULL, OPT_CHUNKS},
+    enum { OPT_JSON = 256, OPT_MD, OPT_SAVE, OPT_LOAD, OPT_TOPK };
+    static const struct option opts[] = {{"ctx", required_argument, NULL, CLI_OPT_CTX},
+                                         {"chunks", required_argument, NULL, CLI_OPT_CHUNKS},
                                          {"threads", required_argument, NULL, 't'},
                                          {"json", no_argument, NULL, OPT_JSON},
                                          {"markdown", no_argument, NULL, OPT_MD},
@@ -263,22 +263,17 @@ int cmd_kld(int argc, char **argv) {
                                          {"top-k", required_argument, NULL, OPT_TOPK},
                                          {"help", no_argument, NULL, 'h'},
                                          {0, 0, 0, 0}};
-    long long ctx_n = 512, chunks = 0, threads = 0, top_k = 64;
+    cli_window win = {.ctx = 512};
+    long long top_k = 64;
     bool json = false, md = false;
     const char *save_base = NULL, *base_logits = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+        const int wo = cli_window_opt(CMD, c, optarg, &win);
+        if (wo < 0) return MP_EXIT_USAGE;
+        if (wo > 0) continue;
         switch (c) {
-        case OPT_CTX:
-            if (!cli_parse_int(CMD, "--ctx", optarg, 4, 1 << 20, &ctx_n)) return MP_EXIT_USAGE;
-            break;
-        case OPT_CHUNKS:
-            if (!cli_parse_int(CMD, "--chunks", optarg, 1, 1 << 30, &chunks)) return MP_EXIT_USAGE;
-            break;
-        case 't':
-            if (!cli_parse_int(CMD, "--threads", optarg, 0, 4096, &threads)) return MP_EXIT_USAGE;
-            break;
         case OPT_JSON: json = true; break;
         case OPT_MD: md = true; break;
         case OPT_SAVE: save_base = optarg; break;
@@ -290,6 +285,7 @@ int cmd_kld(int argc, char **argv) {
         default: return cli_usage_error(CMD, "unknown option");
         }
     }
+    const long long ctx_n = win.ctx, chunks = win.chunks, threads = win.threads;
     int npos = argc - optind;
     if (npos < 3) return cli_usage_error(CMD, "expected BASE, at least one CANDIDATE, and TEXT");
     if (npos - 2 > MAX_CANDIDATES)

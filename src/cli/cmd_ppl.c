@@ -37,36 +37,31 @@ static double now_s(void) {
 }
 
 int cmd_ppl(int argc, char **argv) {
-    enum { OPT_CTX = 256, OPT_CHUNKS, OPT_JSON, OPT_DROPMAP };
-    static const struct option opts[] = {{"ctx", required_argument, NULL, OPT_CTX},
-                                         {"chunks", required_argument, NULL, OPT_CHUNKS},
+    enum { OPT_JSON = 256, OPT_DROPMAP };
+    static const struct option opts[] = {{"ctx", required_argument, NULL, CLI_OPT_CTX},
+                                         {"chunks", required_argument, NULL, CLI_OPT_CHUNKS},
                                          {"threads", required_argument, NULL, 't'},
                                          {"dropmap", required_argument, NULL, OPT_DROPMAP},
                                          {"json", no_argument, NULL, OPT_JSON},
                                          {"help", no_argument, NULL, 'h'},
                                          {0, 0, 0, 0}};
-    long long ctx_n = 512, chunks = 0, threads = 0;
+    cli_window win = {.ctx = 512};
     bool json = false;
     const char *dropmap = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+        const int wo = cli_window_opt(CMD, c, optarg, &win);
+        if (wo < 0) return MP_EXIT_USAGE;
+        if (wo > 0) continue;
         switch (c) {
-        case OPT_CTX:
-            if (!cli_parse_int(CMD, "--ctx", optarg, 4, 1 << 20, &ctx_n)) return MP_EXIT_USAGE;
-            break;
-        case OPT_CHUNKS:
-            if (!cli_parse_int(CMD, "--chunks", optarg, 1, 1 << 30, &chunks)) return MP_EXIT_USAGE;
-            break;
-        case 't':
-            if (!cli_parse_int(CMD, "--threads", optarg, 0, 4096, &threads)) return MP_EXIT_USAGE;
-            break;
         case OPT_DROPMAP: dropmap = optarg; break;
         case OPT_JSON: json = true; break;
         case 'h': fputs(help, stdout); return MP_EXIT_OK;
         default: return cli_usage_error(CMD, "unknown option");
         }
     }
+    const long long ctx_n = win.ctx, chunks = win.chunks, threads = win.threads;
     if (argc - optind != 2) return cli_usage_error(CMD, "expected MODEL and TEXT");
     const char *model_path = argv[optind], *text = argv[optind + 1];
     mp_err err = {0};

@@ -50,6 +50,15 @@ int cli_fail(const char *cmd, const mp_err *err) {
     return MP_EXIT_FAIL;
 }
 
+int cli_window_opt(const char *cmd, int c, const char *arg, cli_window *w) {
+    switch (c) {
+    case CLI_OPT_CTX: return cli_parse_int(cmd, "--ctx", arg, 4, 1 << 20, &w->ctx) ? 1 : -1;
+    case CLI_OPT_CHUNKS: return cli_parse_int(cmd, "--chunks", arg, 1, 1 << 30, &w->chunks) ? 1 : -1;
+    case 't': return cli_parse_int(cmd, "--threads", arg, 0, 4096, &w->threads) ? 1 : -1;
+    default: return 0;
+    }
+}
+
 int cli_print_json(const char *cmd, struct cJSON *root) {
     char *txt = cJSON_Print(root);
     cJSON_Delete(root);
