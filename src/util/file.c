@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,4 +92,55 @@ mp_status mp_file_map(const char *path, const uint8_t **data, size_t *size, mp_e
 
 void mp_file_unmap(const uint8_t *data, size_t size) {
     if (data) munmap((void *)data, size);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Output files published by rename                                          */
+/* ------------------------------------------------------------------------ */
+
+static mp_status outfile_error(mp_outfile *o, mp_err *err, const char *what) {
+    return mp_err_set(err, MP_ERR_IO, "%s: %s failed: %s", o->path, what, strerror(errno));
+}
+
+mp_status mp_outfile_open(mp_outfile *o, const char *path, bool overwrite, mp_err *err) {
+    *o = (mp_outfile){.tmp_slot = -1};
+    struct stat st;
+    if (!overwrite && stat(path, &st) == 0)
+        return mp_err_set(err, MP_ERR_ARG, "%s: file exists (use --force to replace it)", path);
+    if (!(o->path = mp_strdup(path)))
+        return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
+    int fd = -1;
+    mp_status s = mp_tempfile_create(path, &o->tmp_path, &fd, &o->tmp_slot, err);
+    if (!s && !(o->f = fdopen(fd, "wb"))) {
+        s = outfile_error(o, err, "fdopen");
+        close(fd);
+    }
+    if (s) mp_outfile_discard(o);
+    return s;
+}
+
+mp_status mp_outfile_sync(mp_outfile *o, mp_err *err) {
+    if (fflush(o->f) != 0) return outfile_error(o, err, "flush");
+    if (fsync(fileno(o->f)) != 0) return outfile_error(o, err, "fsync");
+    const int rc = fclose(o->f);
+    o->f = NULL;
+    return rc != 0 ? outfile_error(o, err, "close") : MP_OK;
+}
+
+mp_status mp_outfile_publish(mp_outfile *o, mp_err *err) {
+    if (rename(o->tmp_path, o->path) != 0) return outfile_error(o, err, "rename");
+    mp_tempfile_unregister(o->tmp_slot);
+    o->tmp_slot = -1;
+    mp_free(o->tmp_path);
+    o->tmp_path = NULL;
+    return MP_OK;
+}
+
+void mp_outfile_discard(mp_outfile *o) {
+    if (o->f) fclose(o->f);
+    if (o->tmp_path) unlink(o->tmp_path);
+    mp_tempfile_unregister(o->tmp_slot);
+    mp_free(o->path);
+    mp_free(o->tmp_path);
+    *o = (mp_outfile){.tmp_slot = -1};
 }

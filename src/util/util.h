@@ -4,6 +4,7 @@
 #define MP_UTIL_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -93,6 +94,24 @@ void mp_tempfiles_remove_all(void);
 /* Creates ".NAME.XXXXXX" (mode 0644) in the folder of `path` and registers it:
  * *tmp_path (free with mp_free), *fd and the registry *slot on success. */
 mp_status mp_tempfile_create(const char *path, char **tmp_path, int *fd, int *slot, mp_err *err);
+
+/* An output file written under a temporary name in its folder (registered
+ * for removal on a signal) and renamed into place only when complete: the
+ * shared part of the GGUF and safetensors writers. */
+typedef struct mp_outfile {
+    char *path;     /* the final name */
+    char *tmp_path; /* NULL once published */
+    int tmp_slot;   /* registry slot, -1: none */
+    FILE *f;        /* open until mp_outfile_sync */
+} mp_outfile;
+/* Refuses an existing path unless overwrite; on failure *o holds nothing. */
+mp_status mp_outfile_open(mp_outfile *o, const char *path, bool overwrite, mp_err *err);
+/* Flushes, fsyncs and closes the temporary; `what` failed is in the error. */
+mp_status mp_outfile_sync(mp_outfile *o, mp_err *err);
+/* Renames the temporary onto the final name. */
+mp_status mp_outfile_publish(mp_outfile *o, mp_err *err);
+/* Closes and removes whatever is left of the temporary; frees the names. */
+void mp_outfile_discard(mp_outfile *o);
 
 /* SHA-256, streaming (sha256.c). */
 typedef struct mp_sha256 {
