@@ -117,7 +117,7 @@ typedef struct kbase {
 static mp_status kbase_save(const kbase *b, const char *path, const char *base_path,
                             const mp_token *tokens, int64_t n_ctx, int64_t n_chunk, int64_t V,
                             mp_err *err) {
-    mp_gguf_writer *w;
+    mp_gguf_writer *w = NULL;
     mp_status s = mp_gguf_writer_open(&w, path, true, err);
     if (s) return s;
     uint8_t *tk = mp_malloc((size_t)(n_ctx * n_chunk) * 4);

@@ -51,6 +51,7 @@ static mp_status io_error(mp_gguf_writer *w, mp_err *err, const char *what) {
 }
 
 mp_status mp_gguf_writer_open(mp_gguf_writer **out, const char *path, bool overwrite, mp_err *err) {
+    *out = NULL;
     mp_gguf_writer *w = mp_calloc(1, sizeof *w);
     if (!w) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
     w->alignment = MP_GGUF_DEFAULT_ALIGNMENT;
@@ -405,7 +406,7 @@ mp_status mp_gguf_writer_finish(mp_gguf_writer *w, mp_err *err) {
 mp_status mp_gguf_copy(const mp_gguf *src, const char *out_path, bool overwrite, mp_err *err) {
     if (mp_file_same(mp_gguf_path(src), out_path))
         return mp_err_set(err, MP_ERR_ARG, "%s: output is the input file", out_path);
-    mp_gguf_writer *w;
+    mp_gguf_writer *w = NULL;
     mp_status s = mp_gguf_writer_open(&w, out_path, overwrite, err);
     if (s) return s;
     for (int64_t i = 0; i < mp_gguf_n_kv(src) && !s; i++)

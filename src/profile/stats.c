@@ -141,7 +141,7 @@ static double *cell_field(const mp_stats_cell *c, int f) {
 }
 
 mp_status mp_stats_save(const mp_stats *s, const char *path, bool overwrite, mp_err *err) {
-    mp_gguf_writer *w;
+    mp_gguf_writer *w = NULL;
     mp_status st = mp_gguf_writer_open(&w, path, overwrite, err);
     if (st) return st;
     uint8_t *tmp = mp_malloc((size_t)(s->n_layer > s->n_class ? s->n_layer : s->n_class) * 8);

@@ -47,6 +47,7 @@ static mp_status st_io_error(mp_st_writer *w, mp_err *err, const char *what) {
 }
 
 mp_status mp_st_writer_open(mp_st_writer **out, const char *path, bool overwrite, mp_err *err) {
+    *out = NULL;
     mp_st_writer *w = mp_calloc(1, sizeof *w);
     if (!w) return mp_err_set(err, MP_ERR_NOMEM, "%s: out of memory", path);
     mp_status s = mp_outfile_open(&w->out, path, overwrite, err);
