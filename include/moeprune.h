@@ -1003,6 +1003,62 @@ void mp_profiler_add_tokens(mp_profiler *p, int64_t n);
 /* The statistics so far; borrowed until mp_profiler_free. */
 mp_stats *mp_profiler_stats(mp_profiler *p);
 
+/* Importance matrix ("imatrix", for importance-aware quantization): for every
+ * weight matrix of the model's layers, per input column the sum over the rows
+ * it multiplied of x^2, and the number of rows; per expert for a 3-D expert
+ * tensor (an expert's rows are the tokens routed to it). Saved in the GGUF
+ * layout of llama.cpp's imatrix (src/profile/imatrix.c), which
+ * `llama-quantize --imatrix FILE` reads. Sums are kept in double. */
+typedef struct mp_imatrix_entry {
+    char *name;     /* the weight's tensor name, e.g. "blk.3.ffn_down_exps.weight" */
+    int64_t n_in;   /* input columns: the weight's ne[0] */
+    int64_t n_slab; /* experts of a 3-D expert tensor, 1 for a 2-D weight */
+    double *sum2;   /* [n_slab][n_in] sum over the rows seen of x^2 */
+    double *count;  /* [n_slab] rows seen; an entry with all counts 0 is not saved */
+} mp_imatrix_entry;
+
+typedef struct mp_imatrix {
+    char *model_sha256;        /* hex sha256 of the source model ("" if unknown) */
+    char **datasets;           /* [n_dataset] where the text came from, no repeats */
+    int64_t n_dataset;
+    int64_t chunk_count;       /* chunks evaluated (imatrix.chunk_count) */
+    int64_t chunk_size;        /* tokens per chunk (imatrix.chunk_size) */
+    mp_imatrix_entry *entries; /* [n_entry], sorted by name (strcmp) */
+    int64_t n_entry;
+    int64_t cap_entry;         /* entries allocated (internal) */
+} mp_imatrix;
+
+/* Empty accumulators: with a model, one entry for every 2-D or 3-D weight of
+ * its layers (tensors named "blk.*"); with m NULL, none. Free with
+ * mp_imatrix_free. */
+mp_status mp_imatrix_create(mp_imatrix **out, const mp_model *m, mp_err *err);
+void mp_imatrix_free(mp_imatrix *im);
+/* Adds a zeroed entry at its sorted place (moves the entries: pointers from
+ * mp_imatrix_find stay valid until the next add or merge). MP_ERR_ARG for a
+ * name already there, sizes below 1, or a name too long for "<name>.in_sum2". */
+mp_status mp_imatrix_add(mp_imatrix *im, const char *name, int64_t n_in, int64_t n_slab,
+                         mp_err *err);
+/* The entry of a weight, or NULL. */
+mp_imatrix_entry *mp_imatrix_find(const mp_imatrix *im, const char *name);
+/* Appends a dataset name unless it is there already. */
+mp_status mp_imatrix_add_dataset(mp_imatrix *im, const char *name, mp_err *err);
+/* Installs the imatrix's matmul hook on a context (replacing any other matmul
+ * hook; mp_context_set_matmul_hook(c, NULL, NULL, err) removes it). Products
+ * of weights without an entry (the output head) are not recorded. */
+mp_status mp_imatrix_attach(mp_imatrix *im, mp_context *c, mp_err *err);
+/* Writes the entries that saw rows, atomically. `exact` writes F64 tensors,
+ * for checkpoints that moeprune reads back (llama.cpp reads F32 only).
+ * MP_ERR_ARG when no entry saw a row; MP_ERR_CHECK when a sum is not finite
+ * in the output type. */
+mp_status mp_imatrix_save(const mp_imatrix *im, const char *path, bool overwrite, bool exact,
+                          mp_err *err);
+/* Reads an imatrix GGUF (moeprune's or llama-imatrix's; F32 or F64). */
+mp_status mp_imatrix_load(mp_imatrix **out, const char *path, mp_err *err);
+/* dst += src: entries matched by name (src's missing from dst are added),
+ * datasets joined, chunk counts added. MP_ERR_CHECK, with dst unchanged, for
+ * another model (sha256, when both have one) or a tensor of another shape. */
+mp_status mp_imatrix_merge(mp_imatrix *dst, const mp_imatrix *src, mp_err *err);
+
 /* Recipes that turn statistics into a keep-set per layer (issue 7). */
 typedef enum mp_plan_method {
     MP_PLAN_FREQUENCY = 0, /* selections at any rank */

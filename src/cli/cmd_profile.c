@@ -8,8 +8,11 @@
  * empty cache; --shard I/N keeps every N-th chunk starting at I, so shards
  * profiled on several machines merge (`moeprune stats merge`) into exactly
  * the statistics of one run. --generate N profiles the model's own answers
- * (two-phase); --resume continues from the last minute's checkpoint. Not
- * yet: --imatrix. */
+ * (two-phase); --resume continues from the last minute's checkpoint.
+ * --imatrix FILE also writes, in llama.cpp's imatrix.gguf layout, the
+ * per-column sums of squared inputs of every weight product
+ * (src/profile/imatrix.c): a file of its own, not part of the stats, because
+ * it is per model rather than per class and llama-quantize reads it as is. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -59,13 +62,21 @@ static const char *const help =
     "                        every minute; same model, inputs and options)\n"
     "  --stop-after N        profile N chunks, write the checkpoint and stop (for jobs\n"
     "                        with a time limit: run again with --resume)\n"
+    "  --imatrix FILE        also write an importance matrix: per weight matrix of the\n"
+    "                        layers (per expert for expert tensors), the sum of squared\n"
+    "                        inputs per column and the rows seen, in llama.cpp's\n"
+    "                        imatrix.gguf layout (llama-quantize --imatrix FILE reads\n"
+    "                        it); with --generate it covers prompts and answers\n"
     "\n"
     "Sharded runs, e.g. as a Slurm array or with GNU parallel, then merge:\n"
     "  parallel moeprune profile m.gguf corpus/ --shard {}/4 -o s{}.stats ::: 0 1 2 3\n"
     "  moeprune stats merge s0.stats s1.stats s2.stats s3.stats -o all.stats\n"
+    "(with --imatrix s{}.imatrix.gguf, `stats merge` adds the imatrix files the same way)\n"
     "\n"
     "example:\n"
-    "  moeprune profile gemma.gguf --class math=math/ --class code=code.jsonl -o g.stats\n";
+    "  moeprune profile gemma.gguf --class math=math/ --class code=code.jsonl -o g.stats\n"
+    "  moeprune profile gemma.gguf corpus/ -o g.stats --imatrix g.imatrix.gguf\n"
+    "  llama-quantize --imatrix g.imatrix.gguf gemma.gguf gemma-q4_k_m.gguf Q4_K_M\n";
 
 /* One text to profile. */
 typedef struct doc {
@@ -304,35 +315,41 @@ typedef struct prof_opts {
     bool no_think;        /* --generate without the thinking turn */
     long long stop_after; /* profile this many chunks, checkpoint, stop (0: all) */
     bool quiet, force, resume;
+    const char *imatrix; /* --imatrix FILE (NULL: none) */
 } prof_opts;
 
-/* Checkpoints: OUT.partial (a stats file) and OUT.partial.json
- * ({"chunks_done": K, "plan": "..."}), rewritten every CHECKPOINT_SECONDS;
- * --resume continues after chunk K when the plan (model, corpus, chunking,
- * shard) is the same. */
+/* Checkpoints: OUT.partial (a stats file), with --imatrix OUT.partial.imatrix
+ * (the sums so far, F64 so that a resumed run adds up bit for bit as one
+ * uninterrupted run) and OUT.partial.json ({"chunks_done": K, "plan": "..."}),
+ * rewritten every CHECKPOINT_SECONDS; --resume continues after chunk K when
+ * the plan (model, corpus, chunking, shard, imatrix or not) is the same. */
 #define CHECKPOINT_SECONDS 60.0
 
 static void plan_signature(char *buf, size_t n, const char *sha, int64_t kept, int64_t total,
                            const prof_opts *o) {
-    snprintf(buf, n, "%s/%lld chunks/%lld tokens/ctx %lld/shard %lld of %lld/generate %lld", sha,
-             (long long)kept, (long long)total, o->ctx, o->shard_i, o->shard_n, o->gen_n);
+    snprintf(buf, n, "%s/%lld chunks/%lld tokens/ctx %lld/shard %lld of %lld/generate %lld%s", sha,
+             (long long)kept, (long long)total, o->ctx, o->shard_i, o->shard_n, o->gen_n,
+             o->imatrix ? "/imatrix" : "");
 }
 
-static mp_status checkpoint_save(const mp_stats *s, const prof_opts *o, int64_t done,
-                                 const char *sig, mp_err *err) {
+static mp_status checkpoint_save(const mp_stats *s, const mp_imatrix *im, const prof_opts *o,
+                                 int64_t done, const char *sig, mp_err *err) {
     char path[4096], meta[8192];
     snprintf(path, sizeof path, "%s.partial", o->out);
     mp_status st = mp_stats_save(s, path, true, err);
     if (st) return st;
+    snprintf(path, sizeof path, "%s.partial.imatrix", o->out);
+    if (im && (st = mp_imatrix_save(im, path, true, true, err))) return st;
     snprintf(path, sizeof path, "%s.partial.json", o->out);
     int n = snprintf(meta, sizeof meta, "{\"chunks_done\": %lld, \"plan\": \"%s\"}\n",
                      (long long)done, sig);
     return mp_file_write_atomic(path, meta, (size_t)n, true, err);
 }
 
-/* Loads a checkpoint matching `sig`: chunks done and the stats so far. */
+/* Loads a checkpoint matching `sig`: chunks done and the stats so far; with
+ * im, adds the checkpoint's imatrix sums to it. */
 static mp_status checkpoint_load(const prof_opts *o, const char *sig, int64_t *done,
-                                 mp_stats **stats, mp_err *err) {
+                                 mp_stats **stats, mp_imatrix *im, mp_err *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s.partial.json", o->out);
     size_t len;
@@ -352,6 +369,14 @@ static mp_status checkpoint_load(const prof_opts *o, const char *sig, int64_t *d
         *done = (int64_t)d->valuedouble;
     cJSON_Delete(j);
     if (st) return st;
+    if (im) {
+        mp_imatrix *prev = NULL;
+        snprintf(path, sizeof path, "%s.partial.imatrix", o->out);
+        st = mp_imatrix_load(&prev, path, err);
+        if (!st) st = mp_imatrix_merge(im, prev, err);
+        mp_imatrix_free(prev);
+        if (st) return st;
+    }
     snprintf(path, sizeof path, "%s.partial", o->out);
     return mp_stats_load(stats, path, err);
 }
@@ -360,15 +385,20 @@ static void checkpoint_remove(const prof_opts *o) {
     char path[4096];
     snprintf(path, sizeof path, "%s.partial", o->out);
     unlink(path);
+    snprintf(path, sizeof path, "%s.partial.imatrix", o->out);
+    unlink(path);
     snprintf(path, sizeof path, "%s.partial.json", o->out);
     unlink(path);
 }
 
 /* Two-phase: the text as a user turn, up to gen_n sampled tokens of answer
- * with the profiler detached, then prompt + answer replayed in one pass with
- * only the answer's tokens counted. Returns the tokens counted. */
-static mp_status two_phase(mp_context *ctx, const mp_vocab *v, mp_profiler *prof, mp_sampler *smp,
-                           const prof_opts *o, const char *text, int64_t *counted, mp_err *err) {
+ * with the profiler (and imatrix) detached, then prompt + answer replayed in
+ * one pass with only the answer's tokens counted in the stats. The imatrix,
+ * when there is one, sees the whole replay: the matmul hook does not know the
+ * positions of an expert's rows. Returns the tokens counted. */
+static mp_status two_phase(mp_context *ctx, const mp_vocab *v, mp_profiler *prof, mp_imatrix *im,
+                           mp_sampler *smp, const prof_opts *o, const char *text, int64_t *counted,
+                           mp_err *err) {
     mp_chat_family fam;
     mp_status st = mp_chat_detect(v, &fam, err);
     if (st) return st;
@@ -404,6 +434,7 @@ static mp_status two_phase(mp_context *ctx, const mp_vocab *v, mp_profiler *prof
     for (size_t i = 0; i < np; i++) mp_sampler_accept(smp, toks[i]);
     mp_context_truncate(ctx, 0);
     if ((st = mp_context_set_moe_hook(ctx, NULL, err)) ||
+        (st = mp_context_set_matmul_hook(ctx, NULL, NULL, err)) ||
         (st = mp_context_eval(ctx, all, n, MP_LOGITS_LAST, logits, err)))
         goto done;
     while (n < cap) {
@@ -416,6 +447,7 @@ static mp_status two_phase(mp_context *ctx, const mp_vocab *v, mp_profiler *prof
     mp_context_truncate(ctx, 0);
     mp_profiler_set_min_pos(prof, (int64_t)np);
     if ((st = mp_profiler_attach(prof, ctx, err)) ||
+        (im && (st = mp_imatrix_attach(im, ctx, err))) ||
         (st = mp_context_eval(ctx, all, n, MP_LOGITS_NONE, NULL, err)))
         goto done;
     mp_profiler_set_min_pos(prof, 0);
@@ -454,6 +486,62 @@ static void file_sha256(const mp_gguf *g, char hex[65]) {
     mp_sha256_hex(&s, hex);
 }
 
+/* Fails now rather than after hours of profiling when `path` could not be
+ * written: an existing file without --force, a missing or read-only folder.
+ * The writer makes and removes a temporary file beside `path`. */
+static mp_status probe_output(const char *path, bool overwrite, mp_err *err) {
+    mp_gguf_writer *w = NULL;
+    mp_status st = mp_gguf_writer_open(&w, path, overwrite, err);
+    if (!st) mp_gguf_writer_free(w);
+    return st;
+}
+
+/* --imatrix: accumulators for every weight of the model's layers, hooked to
+ * the context; the inputs (or the built-in set) are its datasets. */
+static mp_status imatrix_begin(mp_imatrix **out, const mp_model *m, mp_context *ctx,
+                               const prof_opts *o, mp_err *err) {
+    mp_imatrix *im = NULL;
+    mp_status st = mp_imatrix_create(&im, m, err);
+    if (!st) st = mp_imatrix_attach(im, ctx, err);
+    if (!st && o->n_inputs == 0) st = mp_imatrix_add_dataset(im, "moeprune:builtin", err);
+    for (int i = 0; !st && i < o->n_inputs; i++) st = mp_imatrix_add_dataset(im, o->inputs[i], err);
+    if (st) {
+        mp_imatrix_free(im);
+        return st;
+    }
+    im->chunk_size = o->ctx;
+    *out = im;
+    return MP_OK;
+}
+
+/* Writes the imatrix and says what it holds: experts that no token reached
+ * have count 0 there, and llama-quantize treats their columns as equal. */
+static mp_status imatrix_end(mp_imatrix *im, const char *sha, const prof_opts *o, mp_err *err) {
+    char *s = mp_strdup(sha);
+    if (!s) return mp_err_set(err, MP_ERR_NOMEM, "out of memory");
+    mp_free(im->model_sha256);
+    im->model_sha256 = s;
+    mp_status st = mp_imatrix_save(im, o->imatrix, o->force || o->resume, false, err);
+    if (st) return st;
+    int64_t n_mat = 0, n_slab = 0, n_empty = 0;
+    for (int64_t i = 0; i < im->n_entry; i++) {
+        const mp_imatrix_entry *e = &im->entries[i];
+        int64_t empty = 0;
+        for (int64_t j = 0; j < e->n_slab; j++) empty += e->count[j] == 0;
+        if (empty == e->n_slab) continue; /* never multiplied: not in the file */
+        n_mat++;
+        if (e->n_slab > 1) {
+            n_slab += e->n_slab;
+            n_empty += empty;
+        }
+    }
+    fprintf(stderr, "%s: imatrix of %" PRId64 " weight matrices", o->imatrix, n_mat);
+    if (n_slab)
+        fprintf(stderr, "; %" PRId64 " of %" PRId64 " expert slabs saw no token", n_empty, n_slab);
+    fputc('\n', stderr);
+    return MP_OK;
+}
+
 static int run(const prof_opts *o) {
     mp_err err = {0};
     corpus c = {0};
@@ -462,10 +550,14 @@ static int run(const prof_opts *o) {
     mp_context *ctx = NULL;
     mp_profiler *prof = NULL;
     mp_sampler *smp = NULL;
+    mp_imatrix *im = NULL;
     mp_token **toks = NULL;
     size_t *ntok = NULL;
     chunk *chunks = NULL;
     int rc = MP_EXIT_FAIL;
+    if (probe_output(o->out, o->force || o->resume, &err) ||
+        (o->imatrix && probe_output(o->imatrix, o->force || o->resume, &err)))
+        goto done;
     if (mp_model_load(&model, o->model, &err) || mp_vocab_load(&vocab, mp_model_gguf(model), &err))
         goto done;
     if (o->n_inputs == 0) {
@@ -516,6 +608,7 @@ static int run(const prof_opts *o) {
         mp_profiler_init(&prof, model, (const char *const *)c.classes, c.n_class, &err) ||
         mp_profiler_attach(prof, ctx, &err))
         goto done;
+    if (o->imatrix && imatrix_begin(&im, model, ctx, o, &err)) goto done;
     if (o->gen_n) {
         mp_sampler_params sp = mp_sampler_default_params();
         sp.temperature = o->temp;
@@ -528,7 +621,7 @@ static int run(const prof_opts *o) {
     int64_t first_chunk = 0;
     if (o->resume) {
         mp_stats *prev = NULL;
-        if (checkpoint_load(o, sig, &first_chunk, &prev, &err) ||
+        if (checkpoint_load(o, sig, &first_chunk, &prev, im, &err) ||
             mp_stats_merge(mp_profiler_stats(prof), prev, &err)) {
             mp_stats_free(prev);
             goto done;
@@ -544,7 +637,7 @@ static int run(const prof_opts *o) {
         int64_t counted = ch->len;
         if (mp_profiler_set_class(prof, c.docs[ch->doc].cls, &err)) goto done;
         if (o->gen_n) {
-            if (two_phase(ctx, vocab, prof, smp, o, c.docs[ch->doc].text, &counted, &err))
+            if (two_phase(ctx, vocab, prof, im, smp, o, c.docs[ch->doc].text, &counted, &err))
                 goto done;
         } else {
             mp_context_truncate(ctx, 0);
@@ -553,10 +646,11 @@ static int run(const prof_opts *o) {
                 goto done;
         }
         mp_profiler_add_tokens(prof, counted);
+        if (im) im->chunk_count++;
         done_tok += o->gen_n ? o->gen_n : counted;
         progress(o, done_tok, total, now_s() - t0);
         if (o->stop_after && i + 1 - first_chunk >= o->stop_after && i + 1 < kept) {
-            if (checkpoint_save(mp_profiler_stats(prof), o, i + 1, sig, &err)) goto done;
+            if (checkpoint_save(mp_profiler_stats(prof), im, o, i + 1, sig, &err)) goto done;
             if (!o->quiet)
                 fprintf(stderr,
                         "%s.partial: stopped after chunk %" PRId64 " of %" PRId64
@@ -566,7 +660,7 @@ static int run(const prof_opts *o) {
             goto done;
         }
         if (now_s() - last_ckpt > CHECKPOINT_SECONDS && i + 1 < kept) {
-            if (checkpoint_save(mp_profiler_stats(prof), o, i + 1, sig, &err)) goto done;
+            if (checkpoint_save(mp_profiler_stats(prof), im, o, i + 1, sig, &err)) goto done;
             last_ckpt = now_s();
         }
     }
@@ -579,6 +673,7 @@ static int run(const prof_opts *o) {
     s->model_name = name ? name : mp_strdup("");
     s->model_sha256 = mp_strdup(hex);
     if (!s->model_name || !s->model_sha256) goto oom;
+    if (im && imatrix_end(im, hex, o, &err)) goto done;
     if (mp_stats_save(s, o->out, o->force || o->resume, &err)) goto done;
     checkpoint_remove(o);
     double secs = now_s() - t0;
@@ -599,6 +694,7 @@ done:
     free(chunks);
     mp_profiler_free(prof);
     mp_sampler_free(smp);
+    mp_imatrix_free(im);
     mp_context_free(ctx);
     mp_vocab_free(vocab);
     mp_model_free(model);
@@ -618,7 +714,8 @@ int cmd_profile(int argc, char **argv) {
         OPT_SEED,
         OPT_NOTHINK,
         OPT_RESUME,
-        OPT_STOP
+        OPT_STOP,
+        OPT_IMATRIX
     };
     static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
                                          {"class", required_argument, NULL, OPT_CLASS},
@@ -635,6 +732,7 @@ int cmd_profile(int argc, char **argv) {
                                          {"no-think", no_argument, NULL, OPT_NOTHINK},
                                          {"resume", no_argument, NULL, OPT_RESUME},
                                          {"stop-after", required_argument, NULL, OPT_STOP},
+                                         {"imatrix", required_argument, NULL, OPT_IMATRIX},
                                          {0, 0, 0, 0}};
     prof_opts o = {.ctx = 512, .shard_n = 1, .temp = 0.7f, .seed = 42};
     int c;
@@ -646,6 +744,7 @@ int cmd_profile(int argc, char **argv) {
         case OPT_QUIET: o.quiet = true; break;
         case OPT_NOTHINK: o.no_think = true; break;
         case OPT_RESUME: o.resume = true; break;
+        case OPT_IMATRIX: o.imatrix = optarg; break;
         case OPT_STOP:
             if (!cli_parse_int(CMD, "--stop-after", optarg, 1, INT64_MAX / 2, &o.stop_after))
                 return MP_EXIT_USAGE;
@@ -702,5 +801,8 @@ int cmd_profile(int argc, char **argv) {
     }
     if (!o.out) return cli_usage_error(CMD, "-o OUT.stats is required");
     if (mp_file_same(o.model, o.out)) return cli_usage_error(CMD, "-o names the model file");
+    if (o.imatrix && (mp_file_same(o.model, o.imatrix) || !strcmp(o.imatrix, o.out) ||
+                      mp_file_same(o.imatrix, o.out)))
+        return cli_usage_error(CMD, "--imatrix names the model or the -o file");
     return run(&o);
 }

@@ -1,5 +1,6 @@
 /* cmd_stats.c — `moeprune stats merge A B... -o C` and `moeprune stats show
- * FILE [--json]`: combine profile shards and read what they say. */
+ * FILE [--json]`: combine profile shards and read what they say. merge also
+ * adds up imatrix files (profile --imatrix shards; general.type "imatrix"). */
 #include <cjson/cJSON.h>
 #include <getopt.h>
 #include <math.h>
@@ -18,7 +19,10 @@ static const char *const help =
     "\n"
     "merge  adds shards of the same model (profiled with --shard I/N on several\n"
     "       machines, say) into one file: counts add exactly, sums to float\n"
-    "       rounding; a different model or layout is an error.\n"
+    "       rounding; a different model or layout is an error. Imatrix files\n"
+    "       (profile --imatrix, or llama-imatrix's GGUF ones) merge the same way:\n"
+    "       sums and counts add, datasets join; the result is what llama-quantize\n"
+    "       --imatrix reads.\n"
     "show   per-layer summaries: share of the contribution held by the top 8\n"
     "       experts, experts needed for 80/90/99% of it, Gini coefficient, and the\n"
     "       overlap of the top-32 sets between classes; --json prints\n"
@@ -26,6 +30,7 @@ static const char *const help =
     "\n"
     "example:\n"
     "  moeprune stats merge shard-*.stats -o all.stats\n"
+    "  moeprune stats merge shard-*.imatrix.gguf -o all.imatrix.gguf\n"
     "  moeprune stats show all.stats --json | jq '.layers[0].contribution'\n";
 
 /* Per-expert totals over all classes: selections, weight sums, contribution. */
@@ -212,6 +217,42 @@ static int stats_show(int argc, char **argv) {
     return rc;
 }
 
+/* True when `path` is an imatrix GGUF (general.type "imatrix"), which
+ * `merge` adds up with mp_imatrix_merge instead of as stats. */
+static bool is_imatrix(const char *path) {
+    mp_gguf *g = NULL;
+    char *type = NULL;
+    bool yes = !mp_gguf_open(&g, path, NULL) &&
+               !mp_gguf_key_strdup(g, "general.type", &type, NULL) && !strcmp(type, "imatrix");
+    mp_free(type);
+    mp_gguf_free(g);
+    return yes;
+}
+
+/* merge for imatrix files (profile --imatrix shards, or llama-imatrix's own):
+ * sums and counts add, datasets join; written as F32 for llama-quantize. */
+static int imatrix_merge(char **files, int n, const char *out, bool force) {
+    mp_err err = {0};
+    mp_imatrix *acc = NULL;
+    for (int i = 0; i < n; i++) {
+        mp_imatrix *im = NULL;
+        mp_err e2 = {0};
+        if (mp_imatrix_load(&im, files[i], &err) || (acc && mp_imatrix_merge(acc, im, &e2))) {
+            if (e2.status) mp_err_set(&err, e2.status, "%s: %s", files[i], e2.msg);
+            mp_imatrix_free(im);
+            mp_imatrix_free(acc);
+            return cli_fail("stats", &err);
+        }
+        if (!acc)
+            acc = im;
+        else
+            mp_imatrix_free(im);
+    }
+    mp_status st = mp_imatrix_save(acc, out, force, false, &err);
+    mp_imatrix_free(acc);
+    return st ? cli_fail("stats", &err) : MP_EXIT_OK;
+}
+
 static int stats_merge(int argc, char **argv) {
     static const struct option opts[] = {
         {"output", required_argument, NULL, 'o'}, {"force", no_argument, NULL, 'f'}, {0, 0, 0, 0}};
@@ -229,6 +270,12 @@ static int stats_merge(int argc, char **argv) {
     }
     if (!out) return cli_usage_error("stats", "merge needs -o OUT.stats");
     if (argc - optind < 2) return cli_usage_error("stats", "merge needs at least two files");
+    if (is_imatrix(argv[optind])) {
+        for (int i = optind; i < argc; i++)
+            if (mp_file_same(argv[i], out))
+                return cli_usage_error("stats", "output %s is also an input", out);
+        return imatrix_merge(argv + optind, argc - optind, out, force);
+    }
     mp_err err = {0};
     mp_stats *acc = NULL;
     for (int i = optind; i < argc; i++) {
