@@ -89,7 +89,8 @@ int main(void) {
         snprintf(rel, sizeof rel, "gemma4-tiny-a/tiny-a-f32.ref/prompt%d.tokens.txt", pr);
         int64_t n = read_ids(rel, ids);
         CHECK(n > 4);
-        ref_g4_forward(ref, ids, n, rl, on_moe, &b);
+        ref_g4_opts ro = {.moe_fn = on_moe, .user = &b};
+        CHECK(ref_g4_forward(ref, ids, n, &ro, rl));
         /* the reference agrees with llama.cpp (the fixture's own logits) */
         snprintf(rel, sizeof rel, "gemma4-tiny-a/tiny-a-f32.ref/prompt%d.logits.f32", pr);
         size_t len;
