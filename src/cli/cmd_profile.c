@@ -472,7 +472,9 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* sha256 of the model file, streamed through the mapping. */
+/* sha256 of the model file, streamed through the mapping. The pages stay
+ * mapped (no mp_gguf_release): the engine reads them all next, and the first
+ * chunk would otherwise fault every page in again. */
 static void file_sha256(const mp_gguf *g, char hex[65]) {
     mp_sha256 s;
     mp_sha256_init(&s);
@@ -481,7 +483,6 @@ static void file_sha256(const mp_gguf *g, char hex[65]) {
     for (uint64_t o = 0; o < n; o += 64u << 20) {
         size_t k = n - o < (64u << 20) ? (size_t)(n - o) : (size_t)64u << 20;
         mp_sha256_update(&s, p + o, k);
-        mp_gguf_release(g, p + o, k);
     }
     mp_sha256_hex(&s, hex);
 }
