@@ -27,6 +27,8 @@ typedef struct step {
     int64_t n;    /* tokens in this step */
     int64_t pos0; /* position of the first */
     int64_t l;    /* current layer */
+    bool hook_tail; /* last layer, no logits, only the MoE hook wants it:
+                       route, run the experts, call the hook, stop */
 } step;
 
 /* Calls the matmul hook for each job, then runs them. */
@@ -399,6 +401,7 @@ static mp_status moe_ffn(step *s, mp_err *err) {
     if ((st = run_experts(s, err))) return st;
     combine_experts(s);
     if (c->hook.fn && (st = call_hook(s, err))) return st;
+    if (s->hook_tail) return MP_OK;
     if (w->post_ffw_norm_2) norm_rows(s, c->moe, w->post_ffw_norm_2, c->moe);
     return MP_OK;
 }
@@ -410,6 +413,7 @@ static mp_status ffn(step *s, mp_err *err) {
     const int64_t ne = s->n * s->hp->n_embd;
     const bool dense = lh->n_ff > 0, moe = lh->n_expert > 0;
     norm_rows(s, c->x, w->ffn_norm, c->xn);
+    if (s->hook_tail) return moe ? moe_ffn(s, err) : MP_OK;
     float *f = c->t1;
     if (dense) {
         mp_status st = dense_ffn(s, err);
@@ -474,6 +478,11 @@ mp_status mp_forward(mp_context *c, const mp_token *tokens, int64_t n, int64_t p
             s.pos0 += s.n - 1;
             s.n = 1;
         }
+        /* With a MoE hook and no logits asked for, the last layer runs only
+         * as far as the hook sees: router and experts, not the dense MLP nor
+         * the residual update nobody reads (profiling's case). */
+        s.hook_tail = s.l == hp->n_layer - 1 && mode == MP_LOGITS_NONE && c->hook.fn &&
+                      !c->mm_hook;
         if ((st = ffn(&s, err))) return st;
     }
     return mode != MP_LOGITS_NONE ? output(&s, mode, out, err) : MP_OK;
