@@ -16,14 +16,6 @@
 
 #include "testutil.h"
 
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
 /* A map keeping `keep` of 16 experts in each of the 4 layers. */
 static void write_map(const char *path, int keep) {
     char json[4096];
@@ -39,7 +31,7 @@ static void write_map(const char *path, int keep) {
         o += snprintf(json + o, sizeof json - (size_t)o, "]}");
     }
     snprintf(json + o, sizeof json - (size_t)o, "]}\n");
-    write_file(path, json);
+    mp_test_write_file(path, json, strlen(json));
 }
 
 /* A copy of `in` whose vocabulary differs in one token's text. */
@@ -110,7 +102,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 12; i++)
         strcat(body, "The quick brown fox jumps over the lazy dog; in 1859 the steam engine "
                      "changed how people traveled, and prices rose 3.5% in Q2.\n");
-    write_file(text, body);
+    mp_test_write_file(text, body, strlen(body));
     const int keeps[4] = {16, 12, 8, 4};
     for (int i = 0; i < 4; i++) {
         snprintf(maps[i], sizeof maps[i], "%s/keep%d.json", dir, keeps[i]);
@@ -211,7 +203,7 @@ int main(int argc, char **argv) {
     /* refusals */
     char short_text[600];
     snprintf(short_text, sizeof short_text, "%s/short.txt", dir);
-    write_file(short_text, "Too short.");
+    mp_test_write_file(short_text, "Too short.", strlen("Too short."));
     snprintf(cmd, sizeof cmd, "'%s' ppl '%s' '%s' --ctx 128 2>&1", cli, model, short_text);
     CHECK_INT(1, mp_test_run(cmd, &out));
     CHECK(out && strstr(out, "short.txt") && strstr(out, "at least 256"));

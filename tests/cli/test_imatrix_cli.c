@@ -27,38 +27,6 @@ static const char text[] =
     "kettle on. Solve 3x + 7 = 25: subtract 7, then divide by 3, so x = 6. def add(a, b): "
     "return a + b";
 
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (f) {
-        fwrite(data, 1, n, f);
-        fclose(f);
-    }
-}
-
-static bool seen(const mp_imatrix_entry *e) {
-    for (int64_t s = 0; s < e->n_slab; s++)
-        if (e->count[s] > 0) return true;
-    return false;
-}
-
-/* Same entries, counts exactly, sums within rel. */
-static bool same(const mp_imatrix *a, const mp_imatrix *b, double rel) {
-    int64_t na = 0, nb = 0;
-    for (int64_t i = 0; i < a->n_entry; i++) na += seen(&a->entries[i]);
-    for (int64_t i = 0; i < b->n_entry; i++) nb += seen(&b->entries[i]);
-    if (na != nb || na == 0) return false;
-    for (int64_t i = 0; i < a->n_entry; i++) {
-        const mp_imatrix_entry *x = &a->entries[i], *y = mp_imatrix_find(b, x->name);
-        if (!seen(x)) continue;
-        if (!y || x->n_in != y->n_in || x->n_slab != y->n_slab) return false;
-        for (int64_t s = 0; s < x->n_slab; s++)
-            if (x->count[s] != y->count[s]) return false;
-        for (int64_t j = 0; j < x->n_in * x->n_slab; j++)
-            if (fabs(x->sum2[j] - y->sum2[j]) > rel * fabs(x->sum2[j])) return false;
-    }
-    return true;
-}
-
 /* The library's imatrix over the chunks the CLI cuts from `text`. */
 static mp_imatrix *recompute(const char *model_path, int64_t *n_chunks) {
     mp_err err = {0};
@@ -153,7 +121,7 @@ int main(int argc, char **argv) {
     CHECK(mp_test_tmpdir(dir, sizeof dir, "imatrix-cli") != NULL);
     mp_test_data(model, sizeof model, "gemma4-tiny-a/tiny-a-f32.gguf");
     snprintf(txt, sizeof txt, "%s/corpus.txt", dir);
-    write_file(txt, text, strlen(text));
+    mp_test_write_file(txt, text, strlen(text));
     snprintf(full, sizeof full, "%s/full.stats", dir);
     snprintf(full_im, sizeof full_im, "%s/full.imatrix.gguf", dir);
     snprintf(merged, sizeof merged, "%s/merged.imatrix.gguf", dir);
@@ -178,7 +146,7 @@ int main(int argc, char **argv) {
         int64_t n_ref = 0;
         for (int64_t i = 0; i < ref->n_entry; i++) {
             const mp_imatrix_entry *r = &ref->entries[i], *e = mp_imatrix_find(im, r->name);
-            if (!seen(r)) continue;
+            if (!mp_test_imatrix_seen(r)) continue;
             n_ref++;
             bool eq = e && e->n_in == r->n_in && e->n_slab == r->n_slab;
             for (int64_t s = 0; eq && s < r->n_slab; s++) eq = e->count[s] == r->count[s];
@@ -211,9 +179,9 @@ int main(int argc, char **argv) {
     CHECK_STATUS(MP_OK, mp_imatrix_load(&mg, merged, &err), &err);
     CHECK_STATUS(MP_OK, mp_imatrix_load(&h0, s_im[0], &err), &err);
     /* each shard rounded to F32, added, rounded again: a few F32 ulps */
-    CHECK(im && mg && same(im, mg, 1e-6));
+    CHECK(im && mg && mp_test_imatrix_same(im, mg, 1e-6));
     CHECK(mg && im && mg->chunk_count == im->chunk_count && mg->n_dataset == 1);
-    CHECK(h0 && im && h0->chunk_count < im->chunk_count && !same(im, h0, 1e-6));
+    CHECK(h0 && im && h0->chunk_count < im->chunk_count && !mp_test_imatrix_same(im, h0, 1e-6));
     mp_imatrix_free(mg);
     mp_imatrix_free(h0);
     snprintf(cmd, sizeof cmd, "'%s' stats merge '%s' '%s' -o '%s/x.gguf' 2>&1", cli, s_im[0],
@@ -262,7 +230,7 @@ int main(int argc, char **argv) {
     char prompts[256];
     snprintf(prompts, sizeof prompts, "{\"text\": \"%s\"}\n{\"text\": \"%s\"}\n", questions[0],
              questions[1]);
-    write_file(pj, prompts, strlen(prompts));
+    mp_test_write_file(pj, prompts, strlen(prompts));
     snprintf(cmd, sizeof cmd,
              "'%s' profile '%s' '%s' --generate 6 --ctx 96 --seed 3 --quiet -o '%s' --imatrix "
              "'%s' 2>&1",

@@ -16,14 +16,6 @@
 #include "testutil.h"
 #include "util/util.h"
 
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (f) {
-        fwrite(data, 1, n, f);
-        fclose(f);
-    }
-}
-
 static void check_consistent(const mp_stats *s) {
     int64_t k = s->n_expert_used;
     for (int64_t l = 0; l < s->n_layer; l++) {
@@ -81,7 +73,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 3; i++) {
         char p[700];
         snprintf(p, sizeof p, "%s/%s.txt", dir, texts[i][0]);
-        write_file(p, texts[i][1], strlen(texts[i][1]));
+        mp_test_write_file(p, texts[i][1], strlen(texts[i][1]));
         snprintf(classes_arg + strlen(classes_arg), sizeof classes_arg - strlen(classes_arg),
                  " --class %s='%s'", texts[i][0], p);
     }
@@ -178,7 +170,7 @@ int main(int argc, char **argv) {
     snprintf(g2, sizeof g2, "%s/g2.stats", dir);
     const char *prompts = "{\"text\": \"What is 17 * 23?\", \"class\": \"math\"}\n"
                           "{\"text\": \"Write a haiku about rain.\", \"class\": \"creative\"}\n";
-    write_file(pj, prompts, strlen(prompts));
+    mp_test_write_file(pj, prompts, strlen(prompts));
     for (int i = 0; i < 2; i++) {
         snprintf(cmd, sizeof cmd,
                  "'%s' profile '%s' '%s' --generate 8 --ctx 128 --seed 7 --quiet -o '%s' 2>&1", cli,
@@ -212,13 +204,13 @@ int main(int argc, char **argv) {
     CHECK_INT(0, mp_test_run(cmd, &out));
     free(out);
     const char *prose = "The river bends twice before it reaches the sea.\n";
-    write_file(txt, prose, strlen(prose));
+    mp_test_write_file(txt, prose, strlen(prose));
     const char *lines =
         "{\"text\": \"2 + 2 = 4, and 3 * 3 = 9.\", \"class\": \"math\"}\n"
         "\n"
         "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi!\"}, "
         "{\"role\": \"assistant\", \"content\": \"Hello.\"}], \"class\": \"chat\"}\n";
-    write_file(jl, lines, strlen(lines));
+    mp_test_write_file(jl, lines, strlen(lines));
     snprintf(cmd, sizeof cmd, "'%s' profile '%s' --class prose='%s' '%s' --quiet -o '%s' 2>&1", cli,
              model, sub, jl, st);
     CHECK_INT(0, mp_test_run(cmd, &out));
@@ -267,7 +259,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char p[700];
         snprintf(p, sizeof p, "%s/%s", dir, bad[i].name);
-        write_file(p, bad[i].data, bad[i].n);
+        mp_test_write_file(p, bad[i].data, bad[i].n);
         snprintf(cmd, sizeof cmd, "'%s' profile '%s' '%s' --quiet -o '%s/never.stats' 2>&1", cli,
                  model, p, dir);
         CHECK_INT(1, mp_test_run(cmd, &out));

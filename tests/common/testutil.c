@@ -1,6 +1,7 @@
 /* testutil.c — helpers shared by the test programs (see testutil.h). */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -37,6 +38,52 @@ void *mp_test_read_file(const char *path, size_t *len) {
     ((char *)buf)[sz] = 0;
     *len = (size_t)sz;
     return buf;
+}
+
+bool mp_test_write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    bool ok = f && fwrite(data, 1, n, f) == n;
+    if (f && fclose(f) != 0) ok = false;
+    CHECK_MSG(ok, "cannot write %s", path);
+    return ok;
+}
+
+int64_t mp_test_read_ids(const char *path, mp_token *ids, int64_t cap) {
+    size_t len;
+    char *text = mp_test_read_file(path, &len);
+    int64_t n = 0;
+    for (char *p = text, *end; text && n < cap; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        ids[n++] = (mp_token)v;
+    }
+    free(text);
+    return n;
+}
+
+bool mp_test_imatrix_seen(const mp_imatrix_entry *e) {
+    for (int64_t s = 0; s < e->n_slab; s++)
+        if (e->count[s] > 0) return true;
+    return false;
+}
+
+bool mp_test_imatrix_same(const mp_imatrix *a, const mp_imatrix *b, double rel) {
+    int64_t na = 0, nb = 0;
+    for (int64_t i = 0; i < a->n_entry; i++) na += mp_test_imatrix_seen(&a->entries[i]);
+    for (int64_t i = 0; i < b->n_entry; i++) nb += mp_test_imatrix_seen(&b->entries[i]);
+    if (na != nb || na == 0) return false;
+    for (int64_t i = 0; i < a->n_entry; i++) {
+        const mp_imatrix_entry *x = &a->entries[i], *y = mp_imatrix_find(b, x->name);
+        if (!mp_test_imatrix_seen(x)) continue;
+        if (!y || x->n_in != y->n_in || x->n_slab != y->n_slab) return false;
+        for (int64_t s = 0; s < x->n_slab; s++)
+            if (x->count[s] != y->count[s]) return false;
+        for (int64_t j = 0; j < x->n_in * x->n_slab; j++)
+            if (rel == 0 ? x->sum2[j] != y->sum2[j]
+                         : !(fabs(x->sum2[j] - y->sum2[j]) <= rel * fabs(x->sum2[j])))
+                return false;
+    }
+    return true;
 }
 
 const char *mp_test_tmpdir(char *buf, size_t n, const char *tag) {

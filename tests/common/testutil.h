@@ -75,6 +75,18 @@ const char *mp_test_data(char *buf, size_t n, const char *rel);
 
 /* Reads a whole file; caller frees with free(). NULL on error. */
 void *mp_test_read_file(const char *path, size_t *len);
+/* Writes n bytes to path (created or truncated); a failure is a failed check. */
+bool mp_test_write_file(const char *path, const void *data, size_t n);
+/* Space-separated token ids (the fixtures' *.tokens.txt format), at most
+ * cap of them; returns the count, 0 when the file cannot be read. */
+int64_t mp_test_read_ids(const char *path, mp_token *ids, int64_t cap);
+
+/* Two importance matrices agree: the entries that saw rows (count > 0) are
+ * the same in both, with the same shapes and counts, and sums within
+ * relative rel (0: bit for bit); an empty one agrees with nothing. */
+/* The entry saw rows (a slab with count > 0). */
+bool mp_test_imatrix_seen(const mp_imatrix_entry *e);
+bool mp_test_imatrix_same(const mp_imatrix *a, const mp_imatrix *b, double rel);
 
 /* A fresh temporary directory for this test (removed by the caller if wanted). */
 const char *mp_test_tmpdir(char *buf, size_t n, const char *tag);

@@ -84,23 +84,6 @@ static diff_stats compare(const float *a, const float *ref, int64_t n, int64_t V
     return d;
 }
 
-/* Space-separated ids; returns the count (0 on error). */
-static int64_t read_ids(const char *path, mp_token *ids, int64_t cap) {
-    size_t len;
-    char *text = mp_test_read_file(path, &len);
-    if (!text) return 0;
-    int64_t n = 0;
-    char *p = text, *end;
-    while (n < cap) {
-        long v = strtol(p, &end, 10);
-        if (end == p) break;
-        ids[n++] = (mp_token)v;
-        p = end;
-    }
-    free(text);
-    return n;
-}
-
 static float *read_f32(const char *path, int64_t want) {
     size_t len;
     float *f = mp_test_read_file(path, &len);
@@ -144,7 +127,7 @@ static void greedy(mp_context *ctx, const float *last, int64_t V, mp_token *out,
 
 static bool same_ids(const mp_token *a, const char *path) {
     mp_token ref[N_GREEDY + 1];
-    if (read_ids(path, ref, N_GREEDY + 1) != N_GREEDY) return false;
+    if (mp_test_read_ids(path, ref, N_GREEDY + 1) != N_GREEDY) return false;
     return memcmp(a, ref, sizeof(mp_token) * N_GREEDY) == 0;
 }
 
@@ -155,7 +138,7 @@ static void run_prompt(mp_context *ctx, const cJSON *manifest, const char *varia
     mp_test_data(dir, sizeof dir, path);
     mp_token ids[FIXTURE_N_CTX];
     snprintf(path, sizeof path, "%s/prompt%d.tokens.txt", dir, prompt);
-    int64_t n = read_ids(path, ids, FIXTURE_N_CTX - N_GREEDY);
+    int64_t n = mp_test_read_ids(path, ids, FIXTURE_N_CTX - N_GREEDY);
     CHECK_MSG(n > 0, "%s: no tokens", path);
     tol t;
     bool have_tol = get_tol(manifest, variant, prompt, &t);

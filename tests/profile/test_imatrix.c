@@ -83,47 +83,6 @@ static void brute_free(brute *b) {
 
 /* ---------------------------------------------------------------- helpers */
 
-static int64_t read_ids(const char *rel, mp_token *ids) {
-    char path[512];
-    size_t len;
-    char *txt = mp_test_read_file(mp_test_data(path, sizeof path, rel), &len);
-    int64_t n = 0;
-    for (char *p = txt, *end; txt && n < MAX_TOK; p = end) {
-        long v = strtol(p, &end, 10);
-        if (end == p) break;
-        ids[n++] = (mp_token)v;
-    }
-    free(txt);
-    return n;
-}
-
-static bool seen(const mp_imatrix_entry *e) {
-    for (int64_t s = 0; s < e->n_slab; s++)
-        if (e->count[s] > 0) return true;
-    return false;
-}
-
-/* Entries that saw rows are equal: same names, shapes, counts; sums within
- * rel (0: bit for bit). */
-static bool same(const mp_imatrix *a, const mp_imatrix *b, double rel) {
-    int64_t na = 0, nb = 0;
-    for (int64_t i = 0; i < a->n_entry; i++) na += seen(&a->entries[i]);
-    for (int64_t i = 0; i < b->n_entry; i++) nb += seen(&b->entries[i]);
-    if (na != nb) return false;
-    for (int64_t i = 0; i < a->n_entry; i++) {
-        const mp_imatrix_entry *x = &a->entries[i], *y = mp_imatrix_find(b, x->name);
-        if (!seen(x)) continue;
-        if (!y || x->n_in != y->n_in || x->n_slab != y->n_slab) return false;
-        for (int64_t s = 0; s < x->n_slab; s++)
-            if (x->count[s] != y->count[s]) return false;
-        for (int64_t j = 0; j < x->n_in * x->n_slab; j++)
-            if (rel == 0 ? x->sum2[j] != y->sum2[j]
-                         : fabs(x->sum2[j] - y->sum2[j]) > rel * fabs(x->sum2[j]))
-                return false;
-    }
-    return true;
-}
-
 /* Runs the prompts [p0, p1) on a fresh cache each. */
 static void run_prompts(mp_context *c, mp_token ids[][MAX_TOK], const int64_t *n, int p0, int p1,
                         mp_profiler *prof) {
@@ -401,7 +360,7 @@ static void check_errors(const char *dir, const mp_imatrix *im, const char *mode
         bad->entries[0].count[0] = 1;
         CHECK_STATUS(MP_ERR_CHECK, mp_imatrix_merge(cp, bad, &err), &err);
         CHECK(strstr(err.msg, "blk.1.ffn_down_exps.weight") && strstr(err.msg, "16 slabs"));
-        CHECK(same(cp, im, 1e-7));
+        CHECK(mp_test_imatrix_same(cp, im, 1e-7));
         mp_imatrix_free(bad);
         bad = NULL;
         CHECK_STATUS(MP_OK, mp_imatrix_create(&bad, NULL, &err), &err);
@@ -433,6 +392,7 @@ static void check_errors(const char *dir, const mp_imatrix *im, const char *mode
 
 int main(void) {
     char path[512], dir[256], p[600], half[600];
+    char ids_path[512];
     mp_err err = {0};
     CHECK(mp_test_tmpdir(dir, sizeof dir, "imatrix") != NULL);
     mp_test_data(path, sizeof path, "gemma4-tiny-a/tiny-a-f32.gguf");
@@ -445,7 +405,7 @@ int main(void) {
     for (int pr = 0; pr < N_PROMPT; pr++) {
         char rel[128];
         snprintf(rel, sizeof rel, "gemma4-tiny-a/tiny-a-f32.ref/prompt%d.tokens.txt", pr);
-        n[pr] = read_ids(rel, ids[pr]);
+        n[pr] = mp_test_read_ids(mp_test_data(ids_path, sizeof ids_path, rel), ids[pr], MAX_TOK);
         CHECK(n[pr] > 4);
         tokens += (double)n[pr];
     }
@@ -488,7 +448,7 @@ int main(void) {
     run_prompts(c2, ids, n, 0, N_PROMPT, NULL);
     CHECK(!b.overflow);
     int64_t n_seen = 0;
-    for (int64_t i = 0; i < im->n_entry; i++) n_seen += seen(&im->entries[i]);
+    for (int64_t i = 0; i < im->n_entry; i++) n_seen += mp_test_imatrix_seen(&im->entries[i]);
     CHECK_INT(b.n, n_seen);
     for (int i = 0; i < b.n; i++) {
         const brute_entry *x = &b.e[i];
@@ -506,7 +466,7 @@ int main(void) {
     /* three threads: the same bits; then the third prompt alone (the other half) */
     CHECK_STATUS(MP_OK, mp_imatrix_attach(im3, c3, &err), &err);
     run_prompts(c3, ids, n, 0, N_PROMPT, NULL);
-    CHECK(same(im, im3, 0));
+    CHECK(mp_test_imatrix_same(im, im3, 0));
     CHECK_STATUS(MP_OK, mp_imatrix_attach(im_b, c3, &err), &err);
     run_prompts(c3, ids, n, 2, N_PROMPT, NULL);
     im_b->chunk_count = 1;
@@ -519,7 +479,7 @@ int main(void) {
     check_file(p, m, im);
     mp_imatrix *back = NULL, *a = NULL;
     CHECK_STATUS(MP_OK, mp_imatrix_load(&back, p, &err), &err);
-    CHECK(back && same(im, back, 1e-7) && back->chunk_count == N_PROMPT &&
+    CHECK(back && mp_test_imatrix_same(im, back, 1e-7) && back->chunk_count == N_PROMPT &&
           back->chunk_size == MAX_TOK && back->n_dataset == 2 &&
           !strcmp(back->model_sha256, im->model_sha256));
     mp_imatrix_free(back);
@@ -529,7 +489,7 @@ int main(void) {
     CHECK_STATUS(MP_OK, mp_imatrix_load(&a, half, &err), &err);
     if (a) {
         CHECK_STATUS(MP_OK, mp_imatrix_merge(a, im_b, &err), &err);
-        CHECK(same(im, a, 1e-12) && a->chunk_count == N_PROMPT);
+        CHECK(mp_test_imatrix_same(im, a, 1e-12) && a->chunk_count == N_PROMPT);
         CHECK(!strcmp(a->model_sha256, ""));
     }
     mp_imatrix_free(a);

@@ -7,7 +7,10 @@
  *   selections per rank and expert: exactly equal
  *   router weight sums, contributions ||g * E(x)||, their squares: relative
  *   1e-4 (float32 engine vs float64 reference; the engine's own agreement
- *   with llama.cpp is ~1e-5 relative on these activations) */
+ *   with llama.cpp is ~1e-5 relative on these activations)
+ *   REAP saliency, as plan derives it from the stats (contribution /
+ *   selections), against its definition: the mean over the tokens routed
+ *   to the expert of g * ||E(x)||, relative 1e-4 */
 #include <math.h>
 #include <stdlib.h>
 
@@ -15,9 +18,13 @@
 #include "testutil.h"
 
 #define MAX_TOK 32
+#define MAX_LAYER 64
+#define MAX_EXPERT 1024
 
 typedef struct brute {
-    mp_stats *s; /* same layout as the profiler's, one class */
+    mp_stats *s;        /* same layout as the profiler's, one class */
+    double *reap_sum;   /* [layer][MAX_EXPERT]: sum over routed tokens of g * ||E(x)|| */
+    double *reap_n;     /* [layer][MAX_EXPERT]: tokens routed to the expert */
 } brute;
 
 static void on_moe(const ref_g4_moe *d, void *user) {
@@ -34,21 +41,13 @@ static void on_moe(const ref_g4_moe *d, void *user) {
         }
         c->contrib[e] += sqrt(ss);
         c->contrib_sq[e] += ss;
+        /* REAP as its paper defines it: gate weight times the norm of the
+         * unweighted expert output, averaged over the tokens routed there */
+        double uu = 0;
+        for (int64_t i = 0; i < d->n_embd; i++) uu += d->out[e * d->n_embd + i] * d->out[e * d->n_embd + i];
+        b->reap_sum[d->layer * MAX_EXPERT + e] += d->weight[r] * sqrt(uu);
+        b->reap_n[d->layer * MAX_EXPERT + e] += 1;
     }
-}
-
-static int64_t read_ids(const char *rel, mp_token *ids) {
-    char path[512];
-    size_t len;
-    char *txt = mp_test_read_file(mp_test_data(path, sizeof path, rel), &len);
-    int64_t n = 0;
-    for (char *p = txt, *end; txt && n < MAX_TOK; p = end) {
-        long v = strtol(p, &end, 10);
-        if (end == p) break;
-        ids[n++] = (mp_token)v;
-    }
-    free(txt);
-    return n;
 }
 
 static bool near(double a, double b, double rel) {
@@ -74,20 +73,25 @@ int main(void) {
     CHECK_STATUS(MP_OK, mp_profiler_init(&prof, m, cls, 1, &err), &err);
     CHECK_STATUS(MP_OK, mp_profiler_attach(prof, c, &err), &err);
     mp_stats *bs = NULL;
-    int64_t ne[64];
-    for (int64_t l = 0; l < mp_model_n_layer(m); l++) ne[l] = mp_model_n_expert(m, l);
+    int64_t ne[MAX_LAYER];
+    CHECK(mp_model_n_layer(m) <= MAX_LAYER);
+    for (int64_t l = 0; l < mp_model_n_layer(m) && l < MAX_LAYER; l++) {
+        ne[l] = mp_model_n_expert(m, l);
+        CHECK(ne[l] <= MAX_EXPERT);
+    }
     CHECK_STATUS(MP_OK,
                  mp_stats_create(&bs, "gemma4", mp_model_n_layer(m), ne, mp_model_n_expert_used(m),
                                  cls, 1, &err),
                  &err);
-    brute b = {bs};
+    brute b = {bs, calloc(MAX_LAYER * MAX_EXPERT, sizeof(double)),
+               calloc(MAX_LAYER * MAX_EXPERT, sizeof(double))};
     const int64_t V = ref_g4_n_vocab(ref);
     double *rl = malloc((size_t)(MAX_TOK * V) * sizeof *rl);
     for (int pr = 0; pr < 3 && c && prof && bs; pr++) {
         char rel[128];
         mp_token ids[MAX_TOK];
         snprintf(rel, sizeof rel, "gemma4-tiny-a/tiny-a-f32.ref/prompt%d.tokens.txt", pr);
-        int64_t n = read_ids(rel, ids);
+        int64_t n = mp_test_read_ids(mp_test_data(path, sizeof path, rel), ids, MAX_TOK);
         CHECK(n > 4);
         ref_g4_opts ro = {.moe_fn = on_moe, .user = &b};
         CHECK(ref_g4_forward(ref, ids, n, &ro, rl));
@@ -111,7 +115,8 @@ int main(void) {
     }
     const mp_stats *ps = prof ? mp_profiler_stats(prof) : NULL;
     int64_t compared = 0;
-    double worst_w = 0, worst_c = 0;
+    double worst_w = 0, worst_c = 0, worst_r = 0;
+    int64_t n_reap = 0;
     for (int64_t l = 0; ps && l < ps->n_layer; l++) {
         int64_t x = ps->n_expert[l], k = ps->n_expert_used;
         const mp_stats_cell *p = mp_stats_cell_at(ps, l, 0), *q = mp_stats_cell_at(bs, l, 0);
@@ -139,12 +144,33 @@ int main(void) {
             double rc = fabs(p->contrib[e] - q->contrib[e]) / (fabs(q->contrib[e]) + 1e-12);
             if (q->contrib[e] > 0 && rc > worst_c) worst_c = rc;
         }
+        /* REAP saliency as plan derives it from the stats file (contribution /
+         * selections) against its definition, computed token by token */
+        double score[MAX_EXPERT];
+        mp_plan_params pp = {.method = MP_PLAN_REAP};
+        if (x == 0) continue;
+        CHECK_STATUS(MP_OK, mp_plan_scores(ps, &pp, l, score, &err), &err);
+        for (int64_t e = 0; e < x; e++) {
+            double n_routed = b.reap_n[l * MAX_EXPERT + e];
+            double want = n_routed > 0 ? b.reap_sum[l * MAX_EXPERT + e] / n_routed : 0;
+            double sel = 0;
+            for (int64_t r = 0; r < k; r++) sel += p->count[r * x + e];
+            CHECK(sel == n_routed);
+            CHECK_MSG(near(score[e], want, 1e-4), "layer %lld expert %lld: REAP %.9g vs %.9g",
+                      (long long)l, (long long)e, score[e], want);
+            double rr = fabs(score[e] - want) / (fabs(want) + 1e-12);
+            if (want > 0 && rr > worst_r) worst_r = rr;
+            n_reap += n_routed > 0;
+        }
     }
     CHECK(ps && ps->class_tokens[0] == bs->class_tokens[0]);
     printf("%lld rank/expert cells compared; worst relative difference: weight sums %.2e, "
-           "contributions %.2e\n",
-           (long long)compared, worst_w, worst_c);
+           "contributions %.2e, REAP %.2e (%lld routed experts)\n",
+           (long long)compared, worst_w, worst_c, worst_r, (long long)n_reap);
+    CHECK(n_reap > 0);
     free(rl);
+    free(b.reap_sum);
+    free(b.reap_n);
     mp_stats_free(bs);
     mp_profiler_free(prof);
     mp_context_free(c);

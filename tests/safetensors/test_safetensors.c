@@ -49,14 +49,8 @@ static void sb_file(sb *b, const char *header, size_t ndata) {
     }
 }
 
-static void write_file(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK_MSG(f && fwrite(data, 1, n, f) == n, "cannot write %s", path);
-    if (f) fclose(f);
-}
-
 static void write_text(const char *path, const char *text) {
-    write_file(path, text, strlen(text));
+    mp_test_write_file(path, text, strlen(text));
 }
 
 static char *path_in(char *buf, size_t n, const char *name) {
@@ -132,7 +126,7 @@ static void test_read_good(void) {
 
     /* through a file, and copied through the writer: the same tensors and bytes */
     char p1[512], p2[512];
-    write_file(path_in(p1, sizeof p1, "good.safetensors"), b.d, b.n);
+    mp_test_write_file(path_in(p1, sizeof p1, "good.safetensors"), b.d, b.n);
     path_in(p2, sizeof p2, "copy.safetensors");
     mp_st *g = NULL, *h = NULL;
     CHECK_STATUS(MP_OK, mp_st_open(&g, p1, &err), &err);
@@ -333,7 +327,7 @@ static void test_hostile(void) {
                  &err);
     CHECK_STATUS(MP_ERR_IO, mp_st_open(&f, dir, &err), &err);
     sb_file(&b, "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4);
-    write_file(path_in(p, sizeof p, "bad.safetensors"), b.d, b.n);
+    mp_test_write_file(path_in(p, sizeof p, "bad.safetensors"), b.d, b.n);
     CHECK_STATUS(MP_ERR_FORMAT, mp_st_open(&f, p, &err), &err);
     CHECK_MSG(strstr(err.msg, p) != NULL, "message does not name the file: %s", err.msg);
     CHECK(f == NULL);
@@ -363,10 +357,10 @@ static void make_checkpoint(const char *d, const char *index) {
     mkdir(d, 0755);
     sb_file(&b, shard1, 24);
     snprintf(p, sizeof p, "%s/model-00001-of-00002.safetensors", d);
-    write_file(p, b.d, b.n);
+    mp_test_write_file(p, b.d, b.n);
     sb_file(&b, shard2, 16);
     snprintf(p, sizeof p, "%s/model-00002-of-00002.safetensors", d);
-    write_file(p, b.d, b.n);
+    mp_test_write_file(p, b.d, b.n);
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
     write_text(p, index);
     snprintf(p, sizeof p, "%s/config.json", d);
@@ -492,7 +486,7 @@ static void test_checkpoint(void) {
     sb b = {0};
     sb_file(&b, shard2, 16);
     snprintf(p, sizeof p, "%s/model-00001-of-00002.safetensors", d);
-    write_file(p, b.d, b.n);
+    mp_test_write_file(p, b.d, b.n);
     free(b.d);
     CHECK_STATUS(MP_ERR_FORMAT, mp_st_model_open(&m, d, &err), &err);
     CHECK(strstr(err.msg, "tensor 'model.layers.1.w' is in both") != NULL);

@@ -53,21 +53,6 @@ static double kl_div(const float *p_logits, const float *q_logits, int64_t V) {
     return kl;
 }
 
-static int64_t read_ids(mp_token *ids, int64_t max) {
-    char path[512];
-    size_t len;
-    char *txt = mp_test_read_file(
-        mp_test_data(path, sizeof path, "gemma4-tiny-a/tiny-a-f32.ref/prompt1.tokens.txt"), &len);
-    int64_t n = 0;
-    for (char *p = txt, *end; txt && n < max; p = end) {
-        long v = strtol(p, &end, 10);
-        if (end == p) break;
-        ids[n++] = (mp_token)v;
-    }
-    free(txt);
-    return n;
-}
-
 /* All-position logits of `path`, with the map masked (mask) or not; the
  * file's own zero-mode mask applied when `file_mask`. */
 static float *run(const char *path, const mp_dropmap *mask, bool file_mask, const mp_token *ids,
@@ -106,7 +91,9 @@ int main(void) {
     mp_dropmap *map = make_map();
     mp_token ids[256];
     /* 40 tokens: longer than the 16-token sliding window, short enough for ASan */
-    int64_t n = read_ids(ids, 40), V = 0, V2 = 0;
+    int64_t n = mp_test_read_ids(
+                mp_test_data(in, sizeof in, "gemma4-tiny-a/tiny-a-f32.ref/prompt1.tokens.txt"), ids, 40),
+            V = 0, V2 = 0;
     CHECK(map != NULL && n > 16);
     for (int v = 0; map && mp_test_tiny_variants[v]; v++) {
         char rel[128];
