@@ -8,6 +8,8 @@
 
 #include <stdint.h>
 
+#include "moeprune.h"
+
 /* Elements per block (ggml's QK* constants). */
 #define MP_QK_K 256    /* super-block of the K-quants, IQ types, TQ types */
 #define MP_QK4_0 32    /* Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1 all use 32 */
@@ -71,10 +73,13 @@ enum {
     IQ4XS_QS = IQ4XS_SCALES_L + MP_QK_K / 64,
 };
 
-/* The index of the first NaN or infinity among n elements of a float type
- * (F32, F16, BF16) stored at data, with its value in *v; -1 when all are
- * finite (or the type is not a float type). */
-int64_t mp_first_nonfinite(int type, const void *data, int64_t n, float *v);
+/* MP_OK when the n elements of a float type (F32, F16, BF16; any other type
+ * passes) stored at data are all finite; else MP_ERR_CHECK naming the file,
+ * the tensor, the first bad element and its value. Float tensors that are
+ * sliced (router rows, expert scales) must be finite: a NaN there would
+ * silently poison routing in every engine. */
+mp_status mp_check_finite(int type, const void *data, int64_t n, const char *path,
+                          const char *tensor, mp_err *err);
 
 /* IQ4_NL / IQ4_XS non-linear 4-bit codebook (ggml kvalues_iq4nl). */
 extern const int8_t mp_kvalues_iq4nl[16];

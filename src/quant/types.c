@@ -99,18 +99,19 @@ mp_status mp_type_row_bytes(int type, int64_t n, size_t *out, mp_err *err) {
     return MP_OK;
 }
 
-int64_t mp_first_nonfinite(int type, const void *data, int64_t n, float *v) {
-    if (type != MP_TYPE_F32 && type != MP_TYPE_F16 && type != MP_TYPE_BF16) return -1;
+mp_status mp_check_finite(int type, const void *data, int64_t n, const char *path,
+                          const char *tensor, mp_err *err) {
+    if (type != MP_TYPE_F32 && type != MP_TYPE_F16 && type != MP_TYPE_BF16) return MP_OK;
     const size_t es = type == MP_TYPE_F32 ? 4 : 2;
     for (int64_t i = 0; i < n; i++) {
         const uint8_t *p = (const uint8_t *)data + (size_t)i * es;
         const float x = type == MP_TYPE_F32   ? mp_load_f32(p)
                         : type == MP_TYPE_F16 ? mp_f16_to_f32(mp_load_u16(p))
                                               : mp_bf16_to_f32(mp_load_u16(p));
-        if (!isfinite(x)) {
-            *v = x;
-            return i;
-        }
+        if (!isfinite(x))
+            return mp_err_set(err, MP_ERR_CHECK,
+                              "%s: tensor '%s': element %" PRId64 " is not finite (%g)", path,
+                              tensor, i, x);
     }
-    return -1;
+    return MP_OK;
 }

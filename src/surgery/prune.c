@@ -49,18 +49,6 @@ static mp_status write_zeros(mp_gguf_writer *w, uint64_t len, mp_err *err) {
     return MP_OK;
 }
 
-/* Float tensors that are sliced (router rows, expert scales) must be finite:
- * a NaN there would silently poison routing in every engine. */
-static mp_status check_finite(const mp_gguf_tensor *t, const char *path, mp_err *err) {
-    float v = 0;
-    const int64_t i = mp_first_nonfinite(t->type, t->data, mp_tensor_nelements(t), &v);
-    if (i >= 0)
-        return mp_err_set(err, MP_ERR_CHECK,
-                          "%s: tensor '%s': element %" PRId64 " is not finite (%g)", path,
-                          t->name, i, v);
-    return MP_OK;
-}
-
 static mp_status write_tensor(mp_gguf_writer *w, const mp_gguf *g, const plan_tensor *pt,
                               mp_prune_mode mode, mp_err *err) {
     const mp_gguf_tensor *t = pt->t;
@@ -170,7 +158,8 @@ static mp_status plan_tensors(const mp_gguf *g, const mp_moe_info *moe, const mp
                               "split into %" PRId64 " experts",
                               mp_gguf_path(g), t->name, t->nbytes, ML->n_expert);
         if (ML->router == t) {
-            mp_status s = check_finite(t, mp_gguf_path(g), err);
+            mp_status s =
+                mp_check_finite(t->type, t->data, mp_tensor_nelements(t), mp_gguf_path(g), t->name, err);
             if (s) return s;
         }
     }
