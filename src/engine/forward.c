@@ -481,8 +481,7 @@ mp_status mp_forward(mp_context *c, const mp_token *tokens, int64_t n, int64_t p
         /* With a MoE hook and no logits asked for, the last layer runs only
          * as far as the hook sees: router and experts, not the dense MLP nor
          * the residual update nobody reads (profiling's case). */
-        s.hook_tail = s.l == hp->n_layer - 1 && mode == MP_LOGITS_NONE && c->hook.fn &&
-                      !c->mm_hook;
+        s.hook_tail = s.l == hp->n_layer - 1 && mode == MP_LOGITS_NONE && c->hook.fn && !c->mm_hook;
         if ((st = ffn(&s, err))) return st;
     }
     return mode != MP_LOGITS_NONE ? output(&s, mode, out, err) : MP_OK;

@@ -158,8 +158,8 @@ static mp_status plan_tensors(const mp_gguf *g, const mp_moe_info *moe, const mp
                               "split into %" PRId64 " experts",
                               mp_gguf_path(g), t->name, t->nbytes, ML->n_expert);
         if (ML->router == t) {
-            mp_status s =
-                mp_check_finite(t->type, t->data, mp_tensor_nelements(t), mp_gguf_path(g), t->name, err);
+            mp_status s = mp_check_finite(t->type, t->data, mp_tensor_nelements(t), mp_gguf_path(g),
+                                          t->name, err);
             if (s) return s;
         }
     }

@@ -457,9 +457,7 @@ static mp_status check_map(const mp_dropmap *map, const st_layout *y, cJSON *con
 
 /* The ggml type of a float safetensors tensor, for mp_check_finite. */
 static int float_type(const mp_st_tensor *t) {
-    return t->dtype == MP_ST_F32 ? MP_TYPE_F32
-                     : t->dtype == MP_ST_F16 ? MP_TYPE_F16
-                                             : MP_TYPE_BF16;
+    return t->dtype == MP_ST_F32 ? MP_TYPE_F32 : t->dtype == MP_ST_F16 ? MP_TYPE_F16 : MP_TYPE_BF16;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -81,11 +81,11 @@ bool mp_test_write_file(const char *path, const void *data, size_t n);
  * cap of them; returns the count, 0 when the file cannot be read. */
 int64_t mp_test_read_ids(const char *path, mp_token *ids, int64_t cap);
 
-/* Two importance matrices agree: the entries that saw rows (count > 0) are
- * the same in both, with the same shapes and counts, and sums within
- * relative rel (0: bit for bit); an empty one agrees with nothing. */
 /* The entry saw rows (a slab with count > 0). */
 bool mp_test_imatrix_seen(const mp_imatrix_entry *e);
+/* Two importance matrices agree: the entries that saw rows are the same in
+ * both, with the same shapes and counts, and sums within relative rel (0: bit
+ * for bit); an empty one agrees with nothing. */
 bool mp_test_imatrix_same(const mp_imatrix *a, const mp_imatrix *b, double rel);
 
 /* A fresh temporary directory for this test (removed by the caller if wanted). */

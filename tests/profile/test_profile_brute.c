@@ -18,13 +18,13 @@
 #include "testutil.h"
 
 #define MAX_TOK 32
-#define MAX_LAYER 64
+#define MAX_LAYER  64
 #define MAX_EXPERT 1024
 
 typedef struct brute {
-    mp_stats *s;        /* same layout as the profiler's, one class */
-    double *reap_sum;   /* [layer][MAX_EXPERT]: sum over routed tokens of g * ||E(x)|| */
-    double *reap_n;     /* [layer][MAX_EXPERT]: tokens routed to the expert */
+    mp_stats *s;      /* same layout as the profiler's, one class */
+    double *reap_sum; /* [layer][MAX_EXPERT]: sum over routed tokens of g * ||E(x)|| */
+    double *reap_n;   /* [layer][MAX_EXPERT]: tokens routed to the expert */
 } brute;
 
 static void on_moe(const ref_g4_moe *d, void *user) {
@@ -44,7 +44,8 @@ static void on_moe(const ref_g4_moe *d, void *user) {
         /* REAP as its paper defines it: gate weight times the norm of the
          * unweighted expert output, averaged over the tokens routed there */
         double uu = 0;
-        for (int64_t i = 0; i < d->n_embd; i++) uu += d->out[e * d->n_embd + i] * d->out[e * d->n_embd + i];
+        for (int64_t i = 0; i < d->n_embd; i++)
+            uu += d->out[e * d->n_embd + i] * d->out[e * d->n_embd + i];
         b->reap_sum[d->layer * MAX_EXPERT + e] += d->weight[r] * sqrt(uu);
         b->reap_n[d->layer * MAX_EXPERT + e] += 1;
     }
@@ -85,9 +86,10 @@ int main(void) {
                  &err);
     brute b = {bs, calloc(MAX_LAYER * MAX_EXPERT, sizeof(double)),
                calloc(MAX_LAYER * MAX_EXPERT, sizeof(double))};
+    CHECK(b.reap_sum && b.reap_n);
     const int64_t V = ref_g4_n_vocab(ref);
     double *rl = malloc((size_t)(MAX_TOK * V) * sizeof *rl);
-    for (int pr = 0; pr < 3 && c && prof && bs; pr++) {
+    for (int pr = 0; pr < 3 && c && prof && bs && b.reap_sum && b.reap_n; pr++) {
         char rel[128];
         mp_token ids[MAX_TOK];
         snprintf(rel, sizeof rel, "gemma4-tiny-a/tiny-a-f32.ref/prompt%d.tokens.txt", pr);

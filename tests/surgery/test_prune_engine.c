@@ -91,9 +91,8 @@ int main(void) {
     mp_dropmap *map = make_map();
     mp_token ids[256];
     /* 40 tokens: longer than the 16-token sliding window, short enough for ASan */
-    int64_t n = mp_test_read_ids(
-                mp_test_data(in, sizeof in, "gemma4-tiny-a/tiny-a-f32.ref/prompt1.tokens.txt"), ids, 40),
-            V = 0, V2 = 0;
+    mp_test_data(in, sizeof in, "gemma4-tiny-a/tiny-a-f32.ref/prompt1.tokens.txt");
+    int64_t n = mp_test_read_ids(in, ids, 40), V = 0, V2 = 0;
     CHECK(map != NULL && n > 16);
     for (int v = 0; map && mp_test_tiny_variants[v]; v++) {
         char rel[128];
